@@ -1,0 +1,61 @@
+import torch
+import torch.nn as nn
+from timm.models.vision_transformer import Block as TimmBlock
+
+from util.blocks import Attention, Block, CrossAttention, CrossBlock, CrossSelfBlock
+
+
+def naive_attention(q, k, v):
+    """q (N, h, L, d), k and v (N, h, M, d)."""
+    return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v
+
+
+def heads(x, h):
+    n, length, c = x.shape
+    return x.reshape(n, length, h, c // h).permute(0, 2, 1, 3)
+
+
+def test_sdpa_self_attention_equals_naive():
+    torch.manual_seed(0)
+    attn = Attention(32, num_heads=4, qkv_bias=True)
+    x = torch.randn(2, 10, 32)
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    out = naive_attention(heads(q, 4), heads(k, 4), heads(v, 4)).permute(0, 2, 1, 3).reshape(2, 10, 32)
+    torch.testing.assert_close(attn(x), attn.proj(out), rtol=1e-5, atol=1e-6)
+    weights = attn.attention_map(x)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 10))
+
+
+def test_sdpa_cross_attention_equals_naive():
+    torch.manual_seed(0)
+    attn = CrossAttention(32, num_heads=4, qkv_bias=True)
+    x, ctx = torch.randn(2, 5, 32), torch.randn(2, 11, 32)
+    k, v = attn.kv(ctx).chunk(2, dim=-1)
+    out = naive_attention(heads(attn.q(x), 4), heads(k, 4), heads(v, 4)).permute(0, 2, 1, 3).reshape(2, 5, 32)
+    torch.testing.assert_close(attn(x, ctx), attn.proj(out), rtol=1e-5, atol=1e-6)
+
+
+def test_block_equals_timm_block_with_same_weights():
+    torch.manual_seed(0)
+    ours = Block(48, 6, qkv_bias=True)
+    theirs = TimmBlock(48, 6, qkv_bias=True)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(3, 7, 48)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_cross_blocks_keep_timm_names_for_self_attention_and_mlp():
+    keys = set(CrossSelfBlock(32, 4).state_dict())
+    assert {"norm1.weight", "attn.qkv.weight", "attn.proj.weight", "norm2.weight", "mlp.fc1.weight",
+            "mlp.fc2.weight", "norm_q.weight", "norm_kv.weight", "cross_attn.q.weight",
+            "cross_attn.kv.weight", "cross_attn.proj.weight"} <= keys
+    assert "attn.qkv.weight" not in CrossBlock(32, 4).state_dict()
+
+
+def test_cross_self_block_uses_context():
+    torch.manual_seed(0)
+    blk = CrossSelfBlock(32, 4).eval()
+    x = torch.randn(1, 6, 32)
+    a, b = blk(x, torch.randn(1, 9, 32)), blk(x, torch.randn(1, 9, 32))
+    assert not torch.allclose(a, b)
+    assert isinstance(blk.norm_q, nn.LayerNorm)

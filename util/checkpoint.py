@@ -1,0 +1,183 @@
+"""Safe checkpoint loading, atomic saving, and weight transfer between model families.
+
+Loading never executes code from a file: ``torch.load(weights_only=True)`` with an explicit
+allow-list (``ALLOWED_GLOBALS``). Transfer (``load_matching``) copies every tensor whose name and
+shape match, adapts position embeddings and patch projections to another patch grid, and reports
+what was loaded, what stayed freshly initialised and what was ignored. Because SiamMAE's blocks keep
+MAE's and timm's parameter names, a released MAE checkpoint initialises a SiamMAE through it.
+"""
+import argparse
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from util.pos_embed import resize_pos_embed
+
+# The only non-tensor, non-builtin objects our own (and MAE's) training checkpoints hold.
+ALLOWED_GLOBALS = [argparse.Namespace]
+
+ENCODER_PREFIXES = ("patch_embed.", "blocks.")
+ENCODER_KEYS = ("cls_token", "pos_embed", "norm.weight", "norm.bias")
+STRIP_PREFIXES = ("module.", "backbone.", "_orig_mod.")
+POS_EMBED_KEYS = ("pos_embed", "decoder_pos_embed")
+PATCH_DEPENDENT_KEYS = ("decoder_pred.weight", "decoder_pred.bias")
+
+
+def load_checkpoint(path):
+    """Load a checkpoint file safely onto the CPU. Raises a one-line error for a missing file,
+    a file that is not a checkpoint, or one that holds pickled objects outside the allow-list."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged or foreign file
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if isinstance(e, pickle.UnpicklingError) and found:
+            raise ValueError(f"{path}: refused: it holds a pickled {found.group(1)}, outside the allow-list; "
+                             "nothing in it was executed") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {first[:120]})") from None
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file beside path, fsync, then rename over path: a crash
+    during the save leaves the previous file whole."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_training_checkpoint(ckpt):
+    """True for a checkpoint written by our training loops (model + optimizer + epoch)."""
+    return isinstance(ckpt, dict) and {"model", "optimizer", "epoch"} <= set(ckpt)
+
+
+def model_state_dict(ckpt, source="checkpoint"):
+    """The weights in a checkpoint: under 'model' (MAE, ours), 'state_dict', 'teacher' (DINO),
+    or the dict itself (timm/DINO releases); wrapper prefixes ('module.', 'backbone.') stripped."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{source}: expected a dict of weights, found {type(ckpt).__name__}")
+    for key in ("model", "state_dict", "teacher"):
+        if isinstance(ckpt.get(key), dict):
+            ckpt = ckpt[key]
+            break
+    sd = {_strip(k): v for k, v in ckpt.items() if torch.is_tensor(v)}
+    if not sd:
+        raise ValueError(f"{source}: holds no weight tensors")
+    return sd
+
+
+def _strip(key):
+    changed = True
+    while changed:
+        changed = False
+        for p in STRIP_PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def encoder_state_dict(sd):
+    """Only the ViT encoder's tensors of a state dict (drops decoder, heads, mask token)."""
+    return {k: v for k, v in sd.items() if k.startswith(ENCODER_PREFIXES) or k in ENCODER_KEYS}
+
+
+@dataclass
+class LoadReport:
+    source: str
+    loaded: list = field(default_factory=list)
+    adapted: list = field(default_factory=list)
+    new: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
+
+    def summary(self):
+        parts = [f"{self.source}: loaded {len(self.loaded)} tensors"]
+        if self.adapted:
+            parts.append(f"adapted {compact_keys(self.adapted)}")
+        parts.append(f"new (kept initialised) {compact_keys(self.new) or 'none'}")
+        parts.append(f"ignored {compact_keys(self.ignored) or 'none'}")
+        return "; ".join(parts)
+
+
+def compact_keys(keys):
+    """['blocks.0.attn.q', 'blocks.1.attn.q'] -> 'blocks.*.attn.q' (sorted, unique, comma-joined)."""
+    return ", ".join(sorted({re.sub(r"\.\d+\.", ".*.", k) for k in keys}))
+
+
+def _resample_patch_kernel(weight, size):
+    """(D, C, p, p) -> (D, C, size, size), preserving the response to a constant image."""
+    old = weight.shape[-1]
+    out = F.interpolate(weight.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (out * (old / size) ** 2).to(weight.dtype)
+
+
+def load_matching(model, sd, source="checkpoint"):
+    """Copy the tensors of sd into model wherever names match; adapt position tables and the patch
+    kernel to the model's grid; everything else of the model stays as initialised.
+    Raises a one-line ValueError when nothing matches or a shape conflicts. Returns a LoadReport."""
+    target = model.state_dict()
+    report = LoadReport(source)
+    patch_differs = ("patch_embed.proj.weight" in sd and "patch_embed.proj.weight" in target
+                     and sd["patch_embed.proj.weight"].shape[-1] != target["patch_embed.proj.weight"].shape[-1])
+    update = {}
+    for k, v in sd.items():
+        if k not in target:
+            report.ignored.append(k)
+        elif v.shape == target[k].shape:
+            update[k] = v
+            report.loaded.append(k)
+        elif k in POS_EMBED_KEYS and v.shape[-1] == target[k].shape[-1]:
+            side = int(round((target[k].shape[1] - 1) ** 0.5))
+            update[k] = resize_pos_embed(v, (side, side))
+            report.adapted.append(k)
+        elif k == "patch_embed.proj.weight" and v.shape[:2] == target[k].shape[:2]:
+            update[k] = _resample_patch_kernel(v, target[k].shape[-1])
+            report.adapted.append(k)
+        elif k in PATCH_DEPENDENT_KEYS and patch_differs:
+            report.ignored.append(k)
+        else:
+            raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)} but the model expects "
+                             f"{tuple(target[k].shape)} (a different architecture?)")
+    if not update:
+        raise ValueError(f"{source}: none of its {len(sd)} tensors matches the model "
+                         f"(first keys: {', '.join(list(sd)[:3])})")
+    report.new = [k for k in target if k not in update]
+    target.update(update)
+    model.load_state_dict(target)
+    return report
+
+
+def load_exact(model, sd, source="checkpoint"):
+    """Load a state dict that must fit the model exactly (resuming our own checkpoints);
+    a mismatch is a one-line error naming the first offending key."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in sd]
+    unexpected = [k for k in sd if k not in target]
+    if missing or unexpected:
+        what = f"missing '{missing[0]}'" if missing else f"unexpected '{unexpected[0]}'"
+        raise ValueError(f"{source}: does not fit this model ({what}; {len(missing)} missing, "
+                         f"{len(unexpected)} unexpected keys): was it trained with another --model/--decoder?")
+    for k, v in sd.items():
+        if v.shape != target[k].shape:
+            raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)} but the model expects "
+                             f"{tuple(target[k].shape)}: was it trained with another --model?")
+    model.load_state_dict(sd)
