@@ -7,12 +7,14 @@ what was loaded, what stayed freshly initialised and what was ignored. Because S
 MAE's and timm's parameter names, a released MAE checkpoint initialises a SiamMAE through it.
 """
 import argparse
+import logging
 import os
 import pickle
 import re
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from util.pos_embed import resize_pos_embed
@@ -181,3 +183,55 @@ def load_exact(model, sd, source="checkpoint"):
             raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)} but the model expects "
                              f"{tuple(target[k].shape)}: was it trained with another --model?")
     model.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------- training state
+LAST = "checkpoint-last.pth"
+
+
+def find_resume(output_dir, resume=""):
+    """The checkpoint to resume from: output_dir/checkpoint-last.pth when it exists (a requeued
+    job continues its own run), else the --resume argument ('' for none)."""
+    last = os.path.join(output_dir, LAST) if output_dir else ""
+    return last if last and os.path.isfile(last) else resume
+
+
+def training_state(model, optimizer, scaler, epoch, iteration, args):
+    """Everything a run needs to continue exactly: weights, optimizer, grad scaler, position
+    (epoch, next iteration in it) and random-number-generator states."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch, "iteration": iteration, "args": args, "rng": _rng_states_of_all_ranks()}
+
+
+def _rng_states_of_all_ranks():
+    """[rank 0's, rank 1's, ...] generator states (a collective call when distributed)."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    if not dist.is_available() or not dist.is_initialized():
+        return [rng]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng)
+    return states
+
+
+def restore_training_state(ckpt, model, optimizer, scaler, source="checkpoint"):
+    """Inverse of training_state. Returns (start_epoch, start_iteration)."""
+    load_exact(model, ckpt["model"], source)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    states = ckpt.get("rng") or []
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if len(states) != world:  # another process count: continue, not bit-exactly
+        logging.getLogger("siammae").warning(
+            f"{source}: saved by {len(states)} processes, resumed by {world}: random streams reseeded")
+        torch.manual_seed(hash((ckpt["epoch"], ckpt.get("iteration", 0), rank)) % 2 ** 31)
+        return ckpt["epoch"], ckpt.get("iteration", 0)
+    rng = states[rank]
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return ckpt["epoch"], ckpt.get("iteration", 0)

@@ -1,0 +1,160 @@
+"""Distributed setup, rank-aware logging, metric logging with throughput and ETA.
+
+Logging goes through the standard ``logging`` module: rank 0 logs at INFO, the other ranks only
+warnings (``setup_logging``); nothing patches ``builtins.print``.
+"""
+import datetime
+import logging
+import os
+import sys
+import time
+from collections import defaultdict, deque
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger("siammae")
+
+
+# ---------------------------------------------------------------- distributed
+def init_distributed_mode(args):
+    """Set args.distributed, rank, world_size, gpu from torchrun's or SLURM's environment and
+    initialise the process group (NCCL on CUDA, gloo on CPU). A single process stays undistributed."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        args.rank, args.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        args.gpu = int(os.environ.get("LOCAL_RANK", 0))
+    elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
+        args.rank, args.world_size = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+        args.gpu = args.rank % max(torch.cuda.device_count(), 1)
+    else:
+        args.distributed, args.rank, args.world_size, args.gpu = False, 0, 1, 0
+        return
+    args.distributed = True
+    use_cuda = str(args.device).startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(args.gpu)
+        args.device = f"cuda:{args.gpu}"
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=args.dist_url,
+                            world_size=args.world_size, rank=args.rank)
+    dist.barrier()
+
+
+def is_dist_avail_and_initialized():
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size():
+    return dist.get_world_size() if is_dist_avail_and_initialized() else 1
+
+
+def get_rank():
+    return dist.get_rank() if is_dist_avail_and_initialized() else 0
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def all_reduce_mean(x):
+    """Mean of a python number over all ranks."""
+    if get_world_size() == 1:
+        return x
+    t = torch.tensor(x, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return (t / get_world_size()).item()
+
+
+def all_reduce_sum(x):
+    if get_world_size() == 1:
+        return x
+    t = torch.tensor(x, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.item()
+
+
+def default_device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------- logging
+def setup_logging(output_dir=None):
+    """Rank 0 logs INFO to stderr (and output_dir/train.log); other ranks only warnings."""
+    level = logging.INFO if is_main_process() else logging.WARNING
+    logger.setLevel(level)
+    logger.handlers.clear()
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if output_dir and is_main_process():
+        os.makedirs(output_dir, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(output_dir, "train.log")))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    return logger
+
+
+class SmoothedValue:
+    """A window of recent values with their global mean."""
+
+    def __init__(self, window_size=20, fmt="{median:.4f} ({global_avg:.4f})"):
+        self.deque = deque(maxlen=window_size)
+        self.total, self.count, self.fmt = 0.0, 0, fmt
+
+    def update(self, value, n=1):
+        self.deque.append(value)
+        self.count += n
+        self.total += value * n
+
+    @property
+    def median(self):
+        return sorted(self.deque)[len(self.deque) // 2] if self.deque else 0.0
+
+    @property
+    def global_avg(self):
+        return self.total / max(self.count, 1)
+
+    @property
+    def value(self):
+        return self.deque[-1] if self.deque else 0.0
+
+    def __str__(self):
+        return self.fmt.format(median=self.median, global_avg=self.global_avg, value=self.value)
+
+
+class MetricLogger:
+    """Tracks named meters and logs a progress line every print_freq iterations: iterations/s,
+    samples/s, ETA and the meters."""
+
+    def __init__(self, delimiter="  "):
+        self.meters = defaultdict(SmoothedValue)
+        self.delimiter = delimiter
+
+    def update(self, **kwargs):
+        for k, v in kwargs.items():
+            self.meters[k].update(float(v))
+
+    def add_meter(self, name, meter):
+        self.meters[name] = meter
+
+    def __str__(self):
+        return self.delimiter.join(f"{name}: {meter}" for name, meter in self.meters.items())
+
+    def log_every(self, iterable, print_freq, header="", total=None, samples_per_iter=None, start=0):
+        """Yield from iterable, logging progress. total: iterations in the epoch (default len);
+        start: iterations already done before this run (a resumed epoch)."""
+        total = len(iterable) + start if total is None else total
+        t0 = time.time()
+        for i, obj in enumerate(iterable, start=start):
+            yield obj
+            done = i + 1
+            if done % print_freq == 0 or done == total:
+                now = time.time()
+                rate = (done - start) / max(now - t0, 1e-9)
+                eta = datetime.timedelta(seconds=int((total - done) / max(rate, 1e-9)))
+                speed = f"{rate:.2f} it/s"
+                if samples_per_iter:
+                    speed += f"  {rate * samples_per_iter:.1f} pairs/s"
+                logger.info(f"{header} [{done}/{total}]  eta: {eta}  {speed}  {self}")
+        elapsed = datetime.timedelta(seconds=int(time.time() - t0))
+        logger.info(f"{header} total time: {elapsed}")
