@@ -158,3 +158,24 @@ class MetricLogger:
                 logger.info(f"{header} [{done}/{total}]  eta: {eta}  {speed}  {self}")
         elapsed = datetime.timedelta(seconds=int(time.time() - t0))
         logger.info(f"{header} total time: {elapsed}")
+
+
+class SkipSampler(torch.utils.data.Sampler):
+    """Wraps a sampler (with set_epoch) and skips its first `skip` indices: resuming in the
+    middle of an epoch sees exactly the samples an uninterrupted run would have seen."""
+
+    def __init__(self, sampler, skip=0):
+        self.sampler, self.skip = sampler, skip
+
+    def set_epoch(self, epoch, skip=0):
+        self.sampler.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        it = iter(self.sampler)
+        for _ in range(self.skip):
+            next(it, None)
+        return it
+
+    def __len__(self):
+        return max(len(self.sampler) - self.skip, 0)

@@ -1,0 +1,107 @@
+"""One pre-training epoch: the step, gradient accumulation, mixed precision, logging.
+
+No host synchronisation per step: losses are summed on the device and read every print_freq
+iterations; a non-finite loss is detected on the device and reported (epoch and iteration) at the
+next read, before anything is saved.
+"""
+import contextlib
+
+import torch
+
+import util.lr_sched as lr_sched
+from util.args import autocast
+from util.misc import MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_world_size
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _check_finite(bad_iter, epoch):
+    bad = int(bad_iter.item())
+    if bad >= 0:
+        raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, iteration {bad}: stopping; "
+                            "checkpoint-last.pth keeps the last good state")
+
+
+def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, log_writer=None,
+                    start_iter=0, iters_per_epoch=None, on_step_end=None):
+    """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W), n_skipped (B,)).
+
+    on_step_end(iteration) is called after each optimizer step (iteration = the next one to run) and
+    returns True to stop the epoch early. Returns a dict of epoch statistics.
+    """
+    model.train()
+    iters = iters_per_epoch or len(data_loader) + start_iter
+    accum = args.accum_iter
+    logger = MetricLogger()
+    logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.2e}"))
+    loss_sum = torch.zeros((), device=device)
+    loss_count, skipped = 0, torch.zeros((), dtype=torch.long)
+    bad_iter = torch.full((), -1, dtype=torch.long, device=device)
+    grad_norm = None
+    pairs_per_iter = args.batch_size * get_world_size()
+    optimizer.zero_grad(set_to_none=True)
+    header = f"Epoch: [{epoch}]"
+    batches = logger.log_every(data_loader, args.print_freq, header, total=iters,
+                               samples_per_iter=pairs_per_iter, start=start_iter)
+    for it, (frames, n_skipped) in enumerate(batches, start=start_iter):
+        if it % accum == 0:
+            lr = lr_sched.adjust_learning_rate(optimizer, it / iters + epoch, args)
+        frames = frames.flatten(0, 1).to(device, non_blocking=True)  # (B*R, 2, 3, H, W)
+        skipped += n_skipped.sum()
+        step_now = (it + 1) % accum == 0 or it + 1 == iters
+        sync = step_now or not hasattr(model, "no_sync")  # DDP: all-reduce only on the last micro-batch
+        with (contextlib.nullcontext() if sync else model.no_sync()):
+            with autocast(args):
+                loss, _, _ = model(frames, mask_ratio=args.mask_ratio, mask_ratio_f1=args.mask_ratio_f1)
+            loss_sum += loss.detach().float()
+            loss_count += 1
+            bad_iter = torch.where((bad_iter < 0) & ~torch.isfinite(loss.detach()), it, bad_iter)
+            backward(loss / accum, scaler)
+        if step_now:
+            grad_norm = optimizer_step(model, optimizer, scaler, args.clip_grad)
+        if (it + 1) % args.print_freq == 0 or it + 1 == iters:
+            _check_finite(bad_iter, epoch)
+            mean_loss = all_reduce_mean((loss_sum / max(loss_count, 1)).item())
+            loss_sum.zero_()
+            loss_count = 0
+            logger.update(loss=mean_loss, lr=lr)
+            if log_writer is not None:
+                step = int((epoch + (it + 1) / iters) * 1000)  # x-axis: epochs x 1000
+                log_writer.add_scalar("train/loss", mean_loss, step)
+                log_writer.add_scalar("train/lr", lr, step)
+                if grad_norm is not None:
+                    log_writer.add_scalar("train/grad_norm", float(grad_norm), step)
+        if step_now and on_step_end is not None:
+            _check_finite(bad_iter, epoch)
+            if on_step_end(it + 1):
+                break
+    _check_finite(bad_iter, epoch)
+    stats = {k: m.global_avg for k, m in logger.meters.items()}
+    stats["skipped_videos"] = int(all_reduce_sum(int(skipped)))
+    return stats
+
+
+def backward(loss, scaler):
+    if scaler is not None:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+
+
+def optimizer_step(model, optimizer, scaler, clip_grad):
+    """Unscale, clip (when asked), step, zero the gradients. Returns the gradient norm when it was
+    computed (clipping), else None."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = None
+    if clip_grad:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm

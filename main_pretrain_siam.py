@@ -1,0 +1,203 @@
+"""SiamMAE pre-training on pairs of video frames (or image crops).
+
+    torchrun --nproc_per_node=8 main_pretrain_siam.py --data_path K400 --resume mae_pretrain_vit_base.pth ...
+    python main_pretrain_siam.py                       # embedded demo clips, paper defaults
+
+Resuming: output_dir/checkpoint-last.pth is picked up automatically (a requeued job continues its
+own run); --resume takes our own checkpoint (continues exactly: weights, optimizer, scaler, epoch,
+position in the epoch, random streams) or a released MAE checkpoint (initialises the weights and
+starts at epoch 0).
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+import models_siammae
+from datasets import build_pretrain_dataset
+from engine_pretrain import NonFiniteLoss, train_one_epoch
+from util.args import add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
+from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
+                             model_state_dict, restore_training_state, save_atomic, training_state)
+from util.lr_decay import param_groups_lrd
+from util.misc import (SkipSampler, get_rank, get_world_size, init_distributed_mode, is_main_process, logger,
+                        setup_logging)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser("SiamMAE pre-training", add_help=False)
+    add_optimization_args(parser, batch_size=64, epochs=400, blr=1.5e-4, weight_decay=0.05, warmup_epochs=40)
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default="siammae_vit_small_patch16", help="a factory of models_siammae")
+    g.add_argument("--input_size", default=224, type=int, help="frame size")
+    g.add_argument("--mask_ratio", default=0.95, type=float, help="masking ratio of f2")
+    g.add_argument("--mask_ratio_f1", default=0.0, type=float, help="masking ratio of f1 (0: asymmetric)")
+    g.add_argument("--mask_pattern", default="random", choices=models_siammae.MASK_PATTERNS)
+    g.add_argument("--encoder", default="siam", choices=models_siammae.ENCODERS)
+    g.add_argument("--decoder", default="cross_self", choices=list(models_siammae.DECODERS))
+    g.add_argument("--decoder_embed_dim", default=512, type=int)
+    g.add_argument("--decoder_depth", default=8, type=int)
+    g.add_argument("--decoder_num_heads", default=16, type=int)
+    g.add_argument("--norm_pix_loss", action=argparse.BooleanOptionalAction, default=True,
+                   help="predict per-patch normalised pixels (the paper's target)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g = parser.add_argument_group("data")
+    g.add_argument("--data_path", default="", help="videos, a video list, extracted frames or (crop) images; "
+                   "empty: the embedded demo clips")
+    g.add_argument("--pretext", default="video", choices=["video", "crop"])
+    g.add_argument("--frame_gap", default=[4, 48], type=int, nargs=2, metavar=("MIN", "MAX"),
+                   help="frame gap range at 30 fps")
+    g.add_argument("--repeated_sampling", default=2, type=int, help="pairs drawn from each video read")
+    g = parser.add_argument_group("checkpoints")
+    g.add_argument("--save_every", default=20, type=int, help="keep checkpoint-<epoch>.pth every N epochs")
+    g.add_argument("--save_every_iters", default=0, type=int,
+                   help="also refresh checkpoint-last.pth every N optimizer steps (0: only at epoch ends)")
+    g.add_argument("--stop_after_iters", default=0, type=int,
+                   help="save and stop after this many iterations in this run (time slices, tests)")
+    g.add_argument("--vis_every", default=10, type=int, help="reconstruction picture to TensorBoard every N epochs")
+    add_runtime_args(parser)
+    return parser
+
+
+def build_model(args):
+    factory = getattr(models_siammae, args.model, None)
+    if factory is None or not args.model.startswith("siammae_"):
+        raise ValueError(f"--model {args.model}: not a SiamMAE factory (e.g. siammae_vit_small_patch16)")
+    return factory(img_size=args.input_size, encoder=args.encoder, decoder=args.decoder,
+                   mask_pattern=args.mask_pattern, norm_pix_loss=args.norm_pix_loss,
+                   decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,
+                   decoder_num_heads=args.decoder_num_heads)
+
+
+def build_loader(dataset, args, videos_per_batch):
+    sampler = SkipSampler(torch.utils.data.DistributedSampler(
+        dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True, seed=args.seed))
+    drop_last = len(sampler) >= videos_per_batch
+    loader = torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=videos_per_batch, num_workers=args.num_workers,
+        pin_memory=args.pin_mem and str(args.device).startswith("cuda"), drop_last=drop_last,
+        generator=torch.Generator().manual_seed(args.seed))  # leaves the global stream (masking) alone
+    return loader, sampler
+
+
+def resume(args, model, optimizer, scaler):
+    """Restore or initialise from find_resume(output_dir, --resume). Returns (start_epoch, start_iter)."""
+    path = find_resume(args.output_dir, args.resume)
+    if not path:
+        return args.start_epoch, 0
+    ckpt = load_checkpoint(path)
+    if is_training_checkpoint(ckpt):
+        epoch, it = restore_training_state(ckpt, model, optimizer, scaler, path)
+        logger.info(f"resumed from {path}: epoch {epoch}, iteration {it}")
+        return epoch, it
+    report = load_matching(model, model_state_dict(ckpt, path), path)
+    logger.info(f"initialised from {path} (starting at epoch 0): {report.summary()}")
+    return 0, 0
+
+
+def main(args):
+    init_distributed_mode(args)
+    setup_logging(args.output_dir)
+    logger.info("args: " + json.dumps({k: v for k, v in vars(args).items()}, default=str))
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed + get_rank())
+    np.random.seed(args.seed + get_rank())
+
+    if args.batch_size % args.repeated_sampling:
+        raise ValueError(f"--batch_size {args.batch_size} (pairs) must be a multiple of "
+                         f"--repeated_sampling {args.repeated_sampling}")
+    dataset = build_pretrain_dataset(args)
+    videos_per_batch = args.batch_size // args.repeated_sampling
+    loader, sampler = build_loader(dataset, args, videos_per_batch)
+    iters_per_epoch = len(loader)
+
+    model = build_model(args).to(device)
+    eff_batch = resolve_lr(args, get_world_size())
+    param_groups = param_groups_lrd(model, args.weight_decay, no_weight_decay_list={"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"})
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(param_groups, lr=args.lr, betas=(0.9, 0.95), fused=fused)
+    scaler = grad_scaler(args)
+    start_epoch, start_iter = resume(args, model, optimizer, scaler)
+    if start_iter >= iters_per_epoch:
+        start_epoch, start_iter = start_epoch + 1, 0
+
+    logger.info(f"{len(dataset)} videos, {args.repeated_sampling} pairs per video read, "
+                f"{iters_per_epoch} iterations per epoch; effective batch {eff_batch} pairs "
+                f"({args.batch_size} per process x {args.accum_iter} accumulation x {get_world_size()} processes); "
+                f"lr {args.lr:.3e} (blr {args.blr:.3e})")
+    model_without_ddp = model
+    if args.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.gpu] if fused else None)
+    if args.compile:
+        model = torch.compile(model)
+    log_writer = SummaryWriter(args.log_dir or args.output_dir) if is_main_process() else None
+
+    def save(epoch, iteration, name=LAST):
+        state = training_state(model_without_ddp, optimizer, scaler, epoch, iteration, args)
+        if is_main_process():
+            save_atomic(state, os.path.join(args.output_dir, name))
+
+    run_iters = [0]
+
+    def on_step_end(epoch, iteration):
+        run_iters[0] += args.accum_iter
+        stop = bool(args.stop_after_iters) and run_iters[0] >= args.stop_after_iters
+        if stop or (args.save_every_iters and iteration % args.save_every_iters == 0 and iteration < iters_per_epoch):
+            save(epoch, iteration)
+        return stop
+
+    logger.info(f"start training for {args.epochs} epochs from epoch {start_epoch}, iteration {start_iter}")
+    t0 = time.time()
+    for epoch in range(start_epoch, args.epochs):
+        sampler.set_epoch(epoch, skip=start_iter * videos_per_batch)
+        dataset.set_epoch(epoch)
+        stats = train_one_epoch(model, loader, optimizer, device, epoch, scaler, args, log_writer,
+                                start_iter=start_iter, iters_per_epoch=iters_per_epoch,
+                                on_step_end=lambda it, e=epoch: on_step_end(e, it))
+        if args.stop_after_iters and run_iters[0] >= args.stop_after_iters:
+            logger.info(f"stopped after {run_iters[0]} iterations as asked (--stop_after_iters)")
+            break
+        start_iter = 0
+        save(epoch + 1, 0)
+        if args.save_every and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs):
+            save(epoch + 1, 0, f"checkpoint-{epoch}.pth")
+        if is_main_process():
+            write_epoch_log(args, epoch, stats, log_writer, model_without_ddp, dataset)
+    logger.info(f"training time {datetime.timedelta(seconds=int(time.time() - t0))}")
+    if log_writer is not None:
+        log_writer.close()
+    return model_without_ddp
+
+
+def write_epoch_log(args, epoch, stats, log_writer, model, dataset):
+    """One JSON line in log.txt, epoch scalars and (every vis_every epochs) a reconstruction picture."""
+    log = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
+    with open(os.path.join(args.output_dir, "log.txt"), "a") as f:
+        f.write(json.dumps(log) + "\n")
+    log_writer.add_scalar("epoch/skipped_videos", stats["skipped_videos"], epoch)
+    if args.vis_every and (epoch % args.vis_every == 0 or epoch + 1 == args.epochs):
+        log_reconstruction(args, epoch, log_writer, model, dataset)
+    log_writer.flush()
+
+
+def log_reconstruction(args, epoch, log_writer, model, dataset):
+    from visualize import reconstruction_grid
+    frames = dataset[0][0][:1]  # (1, 2, 3, H, W): the first pair of the first video
+    with torch.random.fork_rng(devices=[]):  # the picture must not shift the training's random stream
+        grid = reconstruction_grid(model, frames.to(next(model.parameters()).device), args.mask_ratio)
+    log_writer.add_image("reconstruction", grid, epoch, dataformats="HWC")
+
+
+if __name__ == "__main__":
+    args = argparse.ArgumentParser("SiamMAE pre-training", parents=[get_args_parser()]).parse_args()
+    os.makedirs(args.output_dir, exist_ok=True)
+    try:
+        main(args)
+    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
+        sys.exit(f"error: {e}")

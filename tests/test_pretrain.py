@@ -1,0 +1,149 @@
+"""Pre-training end to end on tiny generated videos, on the CPU."""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import main_pretrain_siam
+import models_mae
+from datasets.synthetic import make_video_folder
+from engine_pretrain import NonFiniteLoss
+from util.checkpoint import encoder_state_dict, load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model", "siammae_vit_tiny_patch16", "--input_size", "64", "--mask_ratio", "0.75",
+        "--decoder_embed_dim", "32", "--decoder_depth", "1", "--decoder_num_heads", "4",
+        "--batch_size", "4", "--repeated_sampling", "2", "--frame_gap", "2", "6", "--num_workers", "0",
+        "--warmup_epochs", "1", "--vis_every", "0", "--print_freq", "1", "--device", "cpu", "--blr", "1e-2"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    make_video_folder(str(root), num_videos=6, num_frames=16, size=(48, 64), content="texture")
+    return str(root)
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser(parents=[main_pretrain_siam.get_args_parser()])
+    return parser.parse_args(list(argv))
+
+
+def run(videos, out, *extra):
+    return main_pretrain_siam.main(parse(*TINY, "--data_path", videos, "--output_dir", str(out), *extra))
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_end_to_end_writes_checkpoints_and_logs(videos, tmp_path):
+    model = run(videos, tmp_path, "--epochs", "2", "--save_every", "1")
+    assert {"checkpoint-last.pth", "checkpoint-0.pth", "checkpoint-1.pth", "log.txt"} <= set(os.listdir(tmp_path))
+    lines = [json.loads(line) for line in open(tmp_path / "log.txt")]
+    assert [line["epoch"] for line in lines] == [0, 1]
+    assert all(line["train_skipped_videos"] == 0 for line in lines)
+    ckpt = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
+    assert ckpt["epoch"] == 2 and ckpt["iteration"] == 0 and ckpt["args"].model == "siammae_vit_tiny_patch16"
+    assert_same(ckpt["model"], model.state_dict())
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+def test_resume_between_epochs_is_exact(videos, tmp_path):
+    straight = weights(run(videos, tmp_path / "a", "--epochs", "2"))
+    run(videos, tmp_path / "b", "--epochs", "1")
+    resumed = weights(run(videos, tmp_path / "b", "--epochs", "2"))  # picks up checkpoint-last.pth
+    assert_same(straight, resumed)
+
+
+def test_resume_inside_an_epoch_is_exact(videos, tmp_path):
+    # 6 videos / 2 per batch = 3 iterations per epoch; stop after 4 = inside epoch 1
+    straight = weights(run(videos, tmp_path / "a", "--epochs", "2"))
+    run(videos, tmp_path / "b", "--epochs", "2", "--stop_after_iters", "4")
+    ckpt = load_checkpoint(str(tmp_path / "b" / "checkpoint-last.pth"))
+    assert (ckpt["epoch"], ckpt["iteration"]) == (1, 1)
+    resumed = weights(run(videos, tmp_path / "b", "--epochs", "2"))
+    assert_same(straight, resumed)
+
+
+def test_resume_from_released_mae_checkpoint(videos, tmp_path):
+    mae = models_mae.mae_vit_tiny_patch16(img_size=64, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
+    path = tmp_path / "mae_pretrain_vit_tiny.pth"
+    torch.save({"model": encoder_state_dict(mae.state_dict())}, path)
+    model = run(videos, tmp_path / "out", "--epochs", "1", "--resume", str(path), "--blr", "0")
+    assert torch.equal(model.blocks[3].attn.qkv.weight, mae.blocks[3].attn.qkv.weight)
+
+
+def test_resume_from_wrong_architecture_or_junk_is_a_clear_error(videos, tmp_path):
+    run(videos, tmp_path / "a", "--epochs", "1")
+    ours = str(tmp_path / "a" / "checkpoint-last.pth")
+    with pytest.raises(ValueError, match="does not fit this model"):
+        run(videos, tmp_path / "b", "--epochs", "1", "--resume", ours, "--decoder", "cross")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="junk.pth: not a readable PyTorch checkpoint"):
+        run(videos, tmp_path / "c", "--epochs", "1", "--resume", str(junk))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(videos, tmp_path, monkeypatch):
+    run(videos, tmp_path, "--epochs", "1")
+    good = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
+    build = main_pretrain_siam.build_pretrain_dataset
+
+    def poisoned(args):
+        ds = build(args)
+        get = ds.__getitem__
+        ds.__class__ = type("Poisoned", (ds.__class__,), {"__getitem__": lambda self, i: (get(i)[0] * float("nan"), 0)})
+        return ds
+
+    monkeypatch.setattr(main_pretrain_siam, "build_pretrain_dataset", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 1, iteration 0"):
+        run(videos, tmp_path, "--epochs", "2")
+    after = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
+    assert after["epoch"] == good["epoch"] == 1
+    assert_same(after["model"], good["model"])
+
+
+def test_kill_during_checkpoint_write_leaves_previous_loadable(tmp_path):
+    path = tmp_path / "checkpoint-last.pth"
+    code = (f"import torch, sys; sys.path.insert(0, {ROOT!r}); from util.checkpoint import save_atomic\n"
+            f"save_atomic({{'epoch': 0}}, {str(path)!r}); print('ready', flush=True)\n"
+            f"i = 1\nwhile True:\n    save_atomic({{'epoch': i, 'w': torch.randn(4_000_000)}}, {str(path)!r}); i += 1\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = load_checkpoint(str(path))
+    assert ckpt["epoch"] >= 0
+
+
+def test_two_processes_under_torchrun_end_with_identical_weights(videos, tmp_path):
+    out = tmp_path / "ddp"
+    script = ("import sys, torch, argparse; sys.path.insert(0, {root!r}); import main_pretrain_siam as m\n"
+              "args = argparse.ArgumentParser(parents=[m.get_args_parser()]).parse_args(sys.argv[1:])\n"
+              "model = m.main(args)\n"
+              "torch.save(model.state_dict(), f'{{args.output_dir}}/rank{{args.rank}}.pt')\n").format(root=ROOT)
+    script_path = tmp_path / "ddp_run.py"
+    script_path.write_text(script)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           str(script_path), *TINY, "--data_path", videos, "--output_dir", str(out), "--epochs", "1",
+           "--accum_iter", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert_same(r0, r1)
+    assert os.path.exists(out / "checkpoint-last.pth")

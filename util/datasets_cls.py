@@ -1,0 +1,120 @@
+# Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
+"""Image classification data for fine-tuning and linear probing: an ImageNet-layout folder
+(root/train/<class>/*.JPEG, root/val/<class>/*.JPEG), its transforms, and mixup/cutmix.
+
+Training transforms: fine-tuning uses timm's RandAugment pipeline (random-resized crop, flip,
+RandAugment, random erasing); linear probing only a random-resized crop and a flip. Evaluation:
+resize the short side to input_size / crop_pct, centre crop (crop_pct = 224/256 up to 224 px).
+"""
+import os
+
+import timm.data
+import torch
+from timm.data.mixup import mixup_target
+from torchvision import datasets, transforms
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def finetune_transform(args):
+    """timm's training pipeline with RandAugment (args.aa), colour jitter and random erasing."""
+    return timm.data.create_transform(
+        input_size=args.input_size, is_training=True, color_jitter=args.color_jitter,
+        auto_augment=args.aa, interpolation="bicubic", re_prob=args.reprob, re_mode=args.remode,
+        re_count=args.recount, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def linprobe_transform(args):
+    """Weak augmentation: random-resized crop and horizontal flip."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(args.input_size, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def eval_transform(input_size):
+    """Resize the short side to input_size / crop_pct (bicubic), then a centre crop of input_size."""
+    crop_pct = 224 / 256 if input_size <= 224 else 1.0
+    return transforms.Compose([
+        transforms.Resize(int(input_size / crop_pct), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(input_size),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def image_folder(data_path, split, transform):
+    """data_path/split as a torchvision ImageFolder; a one-line error when it is missing or empty."""
+    root = os.path.join(data_path, split)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such folder (expected --data_path with train/ and val/ "
+                                "holding one sub-folder per class)")
+    try:
+        return datasets.ImageFolder(root, transform=transform)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{root}: {e}") from None
+
+
+def build_datasets(args, train_transform):
+    """(train, val) ImageFolders with the same classes; sets args.nb_classes when it is None."""
+    train = image_folder(args.data_path, "train", train_transform)
+    val = image_folder(args.data_path, "val", eval_transform(args.input_size))
+    if val.classes != train.classes:
+        only_one = sorted(set(val.classes) ^ set(train.classes)) or ["(same names, different order)"]
+        raise ValueError(f"{args.data_path}: train/ and val/ have different class folders "
+                         f"(in only one of them: {', '.join(only_one[:3])})")
+    if args.nb_classes is None:
+        args.nb_classes = len(train.classes)
+    elif args.nb_classes < len(train.classes):
+        raise ValueError(f"{args.data_path}: train/ has {len(train.classes)} classes but --nb_classes is "
+                         f"{args.nb_classes}")
+    return train, val
+
+
+class Mixup(timm.data.Mixup):
+    """timm's mixup/cutmix (with label smoothing), making the soft targets on the device of the
+    batch: timm 0.4.12 always makes them on CUDA. x (N, 3, H, W) with N even, target (N,) ->
+    mixed x, soft targets (N, num_classes)."""
+
+    def __call__(self, x, target):
+        if len(x) % 2:
+            raise ValueError(f"mixup/cutmix needs an even batch, got {len(x)} images")
+        mix = {"elem": self._mix_elem, "pair": self._mix_pair}.get(self.mode, self._mix_batch)
+        lam = mix(x)
+        return x, mixup_target(target, self.num_classes, lam, self.label_smoothing, device=target.device)
+
+
+def build_mixup(args):
+    """A Mixup when --mixup, --cutmix or --cutmix_minmax is active, else None."""
+    if not (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
+        return None
+    return Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                 prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                 label_smoothing=args.smoothing, num_classes=args.nb_classes)
+
+
+def index_shard(n, rank, world_size):
+    """Indices rank, rank + world_size, ... of n items: every item seen exactly once over all ranks
+    (evaluation without DistributedSampler's padding duplicates)."""
+    return list(range(rank, n, world_size))
+
+
+def build_loaders(train, val, args):
+    """Shuffled (distributed) training loader that drops the last partial batch, and an
+    evaluation loader over this rank's share of val."""
+    if args.distributed:
+        sampler = torch.utils.data.DistributedSampler(train, args.world_size, args.rank, shuffle=True,
+                                                      seed=args.seed)
+    else:
+        sampler = torch.utils.data.RandomSampler(train)
+    if len(train) < args.batch_size * args.world_size:
+        raise ValueError(f"{args.data_path}/train: {len(train)} images, fewer than one batch of "
+                         f"{args.batch_size} x {args.world_size} processes")
+    common = dict(num_workers=args.num_workers, pin_memory=args.pin_mem and str(args.device).startswith("cuda"),
+                  persistent_workers=args.num_workers > 0)
+    train_loader = torch.utils.data.DataLoader(train, sampler=sampler, batch_size=args.batch_size,
+                                               drop_last=True, **common)
+    val_loader = torch.utils.data.DataLoader(val, sampler=index_shard(len(val), args.rank, args.world_size),
+                                             batch_size=args.batch_size, **common)
+    return train_loader, val_loader
