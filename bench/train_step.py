@@ -1,0 +1,116 @@
+"""Speed of one SiamMAE pre-training step on synthetic pairs; prints one JSON line.
+
+    python bench/train_step.py --model siammae_vit_small_patch16 --batch_size 256 --steps 30 [--compile]
+
+The model, optimizer and step are pre-training's own (main_pretrain_siam.build_model, the same
+parameter groups and fused AdamW, engine_pretrain.train_one_epoch). FLOPs are counted with
+torch.utils.flop_counter on one forward+backward; MFU is achieved FLOP/s over a bf16 matmul's FLOP/s
+measured in the same process (CUDA only).
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import main_pretrain_siam  # noqa: E402
+from engine_pretrain import train_one_epoch  # noqa: E402
+from util.args import amp_dtype, autocast, grad_scaler, resolve_lr  # noqa: E402
+from util.lr_decay import param_groups_lrd  # noqa: E402
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser("SiamMAE training-step benchmark", parents=[main_pretrain_siam.get_args_parser()])
+    parser.add_argument("--steps", default=30, type=int, help="timed steps")
+    parser.add_argument("--warmup_steps", default=5, type=int)
+    parser.set_defaults(batch_size=256, repeated_sampling=1, print_freq=10 ** 9, warmup_epochs=0)
+    return parser
+
+
+def synthetic_batches(args, n, device):
+    """n copies of one batch (B, 1, 2, 3, S, S) already on the device, like a perfect data loader."""
+    frames = torch.randn(args.batch_size, 1, 2, 3, args.input_size, args.input_size, device=device)
+    skipped = torch.zeros(args.batch_size, dtype=torch.long)
+    return [(frames, skipped)] * n
+
+
+def count_flops_per_pair(model, args, device):
+    frames = torch.randn(args.batch_size, 2, 3, args.input_size, args.input_size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        with autocast(args):
+            loss, _, _ = model(frames, mask_ratio=args.mask_ratio, mask_ratio_f1=args.mask_ratio_f1)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / args.batch_size
+
+
+def matmul_tflops(device, dtype, n=8192, reps=20):
+    """Measured dense matmul rate (TFLOP/s) of this device in this dtype."""
+    if device.type != "cuda":
+        n, reps = 1024, 5
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(args):
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    model = main_pretrain_siam.build_model(args).to(device)
+    resolve_lr(args, 1)
+    groups = param_groups_lrd(model, args.weight_decay, no_weight_decay_list={"cls_token", "mask_token"})
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    scaler = grad_scaler(args)
+    flops = count_flops_per_pair(model, args, device)
+    step_model = torch.compile(model) if args.compile else model
+    iters = args.warmup_steps + args.steps
+    train_one_epoch(step_model, synthetic_batches(args, args.warmup_steps, device), optimizer, device, 0,
+                    scaler, args, iters_per_epoch=iters)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    t0 = time.perf_counter()
+    train_one_epoch(step_model, synthetic_batches(args, args.steps, device), optimizer, device, 0,
+                    scaler, args, start_iter=args.warmup_steps, iters_per_epoch=iters)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    pairs_per_s = args.steps * args.batch_size / seconds
+    achieved = pairs_per_s * flops / 1e12
+    peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_tflops(device, peak_dtype)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "model": args.model, "batch_size": args.batch_size,
+        "input_size": args.input_size, "mask_ratio": args.mask_ratio, "decoder": args.decoder,
+        "amp": str(amp_dtype(args)), "compile": args.compile, "steps": args.steps,
+        "pairs_per_s": round(pairs_per_s, 2), "gflop_per_pair": round(flops / 1e9, 3),
+        "achieved_tflops": round(achieved, 3),
+        f"matmul_{str(peak_dtype).split('.')[-1]}_tflops": round(peak, 2),
+        "mfu": round(achieved / peak, 4) if device.type == "cuda" else None,
+        "peak_mem_gib": round((torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30, 3),
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    run(get_args_parser().parse_args())
