@@ -5,6 +5,7 @@ iterations; a non-finite loss is detected on the device and reported (epoch and 
 next read, before anything is saved.
 """
 import contextlib
+import time
 
 import torch
 
@@ -28,7 +29,8 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
                     start_iter=0, iters_per_epoch=None, on_step_end=None):
     """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W), n_skipped (B,)).
 
-    on_step_end(iteration) is called after each optimizer step (iteration = the next one to run) and
+    on_step_end(iteration, ensure_finite) is called after each optimizer step (iteration = the next
+    one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
     returns True to stop the epoch early. Returns a dict of epoch statistics.
     """
     model.train()
@@ -43,6 +45,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     pairs_per_iter = args.batch_size * get_world_size()
     optimizer.zero_grad(set_to_none=True)
     header = f"Epoch: [{epoch}]"
+    t_log, it_log = time.perf_counter(), start_iter
     batches = logger.log_every(data_loader, args.print_freq, header, total=iters,
                                samples_per_iter=pairs_per_iter, start=start_iter)
     for it, (frames, n_skipped) in enumerate(batches, start=start_iter):
@@ -59,9 +62,10 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
             loss_count += 1
             bad_iter = torch.where((bad_iter < 0) & ~torch.isfinite(loss.detach()), it, bad_iter)
             backward(loss / accum, scaler)
+        log_now = (it + 1) % args.print_freq == 0 or it + 1 == iters
         if step_now:
-            grad_norm = optimizer_step(model, optimizer, scaler, args.clip_grad)
-        if (it + 1) % args.print_freq == 0 or it + 1 == iters:
+            grad_norm = optimizer_step(model, optimizer, scaler, args.clip_grad, want_norm=log_now)
+        if log_now:
             _check_finite(bad_iter, epoch)
             mean_loss = all_reduce_mean((loss_sum / max(loss_count, 1)).item())
             loss_sum.zero_()
@@ -71,11 +75,13 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
                 step = int((epoch + (it + 1) / iters) * 1000)  # x-axis: epochs x 1000
                 log_writer.add_scalar("train/loss", mean_loss, step)
                 log_writer.add_scalar("train/lr", lr, step)
+                now = time.perf_counter()
+                log_writer.add_scalar("train/pairs_per_s", (it + 1 - it_log) * pairs_per_iter / (now - t_log), step)
+                t_log, it_log = now, it + 1
                 if grad_norm is not None:
                     log_writer.add_scalar("train/grad_norm", float(grad_norm), step)
         if step_now and on_step_end is not None:
-            _check_finite(bad_iter, epoch)
-            if on_step_end(it + 1):
+            if on_step_end(it + 1, lambda: _check_finite(bad_iter, epoch)):
                 break
     _check_finite(bad_iter, epoch)
     stats = {k: m.global_avg for k, m in logger.meters.items()}
@@ -90,14 +96,14 @@ def backward(loss, scaler):
         loss.backward()
 
 
-def optimizer_step(model, optimizer, scaler, clip_grad):
+def optimizer_step(model, optimizer, scaler, clip_grad, want_norm=False):
     """Unscale, clip (when asked), step, zero the gradients. Returns the gradient norm when it was
-    computed (clipping), else None."""
+    computed (clipping, or want_norm), else None."""
     if scaler is not None:
         scaler.unscale_(optimizer)
     norm = None
-    if clip_grad:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if clip_grad or want_norm:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad or float("inf"))
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

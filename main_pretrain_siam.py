@@ -145,10 +145,11 @@ def main(args):
 
     run_iters = [0]
 
-    def on_step_end(epoch, iteration):
+    def on_step_end(epoch, iteration, ensure_finite):
         run_iters[0] += args.accum_iter
         stop = bool(args.stop_after_iters) and run_iters[0] >= args.stop_after_iters
         if stop or (args.save_every_iters and iteration % args.save_every_iters == 0 and iteration < iters_per_epoch):
+            ensure_finite()
             save(epoch, iteration)
         return stop
 
@@ -159,7 +160,7 @@ def main(args):
         dataset.set_epoch(epoch)
         stats = train_one_epoch(model, loader, optimizer, device, epoch, scaler, args, log_writer,
                                 start_iter=start_iter, iters_per_epoch=iters_per_epoch,
-                                on_step_end=lambda it, e=epoch: on_step_end(e, it))
+                                on_step_end=lambda it, check, e=epoch: on_step_end(e, it, check))
         if args.stop_after_iters and run_iters[0] >= args.stop_after_iters:
             logger.info(f"stopped after {run_iters[0]} iterations as asked (--stop_after_iters)")
             break

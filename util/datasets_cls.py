@@ -58,6 +58,8 @@ def image_folder(data_path, split, transform):
 
 def build_datasets(args, train_transform):
     """(train, val) ImageFolders with the same classes; sets args.nb_classes when it is None."""
+    if not args.data_path:
+        raise ValueError("--data_path is required: a folder with train/ and val/, one sub-folder per class")
     train = image_folder(args.data_path, "train", train_transform)
     val = image_folder(args.data_path, "val", eval_transform(args.input_size))
     if val.classes != train.classes:
