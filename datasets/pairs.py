@@ -1,0 +1,171 @@
+# Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
+"""Pre-training pairs: frame pairs (SiamMAE) or global-to-local crops (CropMAE) from any source.
+
+An item is (frames, n_skipped): frames a float32 tensor (R, 2, 3, S, S), ImageNet-normalised,
+R = repeated_sampling pairs from one read of one file; n_skipped the number of unreadable
+files skipped (and replaced by other random items) to produce it.
+
+All randomness of item `index` comes from np.random.default_rng([seed, epoch, index]), so an
+item is the same whatever the number of workers or ranks, and after resuming mid-epoch.
+"""
+import logging
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from .crops import global_local_crop
+from .sources import UnreadableError
+from .transforms import paired_crop, to_tensor
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_FPS = 30.0
+MAX_ATTEMPTS = 100
+_worker_threads_set = False
+
+
+def scaled_gap(frame_gap, fps):
+    """frame_gap (MIN, MAX) in frames at 30 fps -> (min, max) in frames at this video's fps."""
+    scale = (fps or REFERENCE_FPS) / REFERENCE_FPS
+    gap_min = max(1, int(round(frame_gap[0] * scale)))
+    return gap_min, max(gap_min, int(round(frame_gap[1] * scale)))
+
+
+def sample_pair(rng, num_frames, gap_min, gap_max):
+    """(f1, f2) with gap = f2 - f1 uniform in [gap_min, min(gap_max, num_frames - 1)] and f1
+    uniform over [0, num_frames - 1 - gap]. A video too short for gap_min gets its largest
+    gap: (0, num_frames - 1).
+    """
+    largest = num_frames - 1
+    if largest < gap_min:
+        return 0, max(largest, 0)
+    gap = int(rng.integers(gap_min, min(gap_max, largest) + 1))
+    f1 = int(rng.integers(0, num_frames - gap))
+    return f1, f1 + gap
+
+
+def _reason(path, err):
+    """One line '<path>: <reason>' for any error met reading a file."""
+    if isinstance(err, UnreadableError):
+        return str(err)
+    lines = str(err).strip().splitlines()
+    return f'{path}: {type(err).__name__}' + (f': {lines[0]}' if lines else '')
+
+
+def _single_thread_in_workers():
+    """cv2 runs one thread per loader worker (the workers are the parallelism)."""
+    global _worker_threads_set
+    if not _worker_threads_set and get_worker_info() is not None:
+        cv2.setNumThreads(1)
+        _worker_threads_set = True
+
+
+class PairDataset(Dataset):
+    """One item per file of `source`, yielding R pairs per read.
+
+    source: see datasets/sources.py. pretext: 'video' (f1, f2 with a random gap, the same crop
+    and flip) or 'crop' (global and local view of one random frame / the image).
+    Files found unreadable and videos too short for the minimum gap are flagged in tensors
+    shared with the loader workers: each is logged once, and `stats()` counts them.
+    """
+
+    def __init__(self, source, pretext='video', input_size=224, frame_gap=(4, 48),
+                 repeated_sampling=2, seed=0):
+        if pretext not in ('video', 'crop'):
+            raise ValueError(f"pretext must be 'video' or 'crop', got {pretext!r}")
+        if len(source) == 0:
+            raise ValueError(f'{source.name}: dataset is empty (no files found)')
+        if not (1 <= frame_gap[0] <= frame_gap[1]):
+            raise ValueError(f'frame_gap must satisfy 1 <= MIN <= MAX, got {tuple(frame_gap)}')
+        if repeated_sampling < 1 or seed < 0:
+            raise ValueError(f'need repeated_sampling >= 1 and seed >= 0, got '
+                             f'{repeated_sampling} and {seed}')
+        self.source = source
+        self.pretext = pretext
+        self.input_size = int(input_size)
+        self.frame_gap = (int(frame_gap[0]), int(frame_gap[1]))
+        self.repeated_sampling = int(repeated_sampling)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._unreadable = torch.zeros(len(source), dtype=torch.bool).share_memory_()
+        self._short = torch.zeros(len(source), dtype=torch.bool).share_memory_()
+
+    def __len__(self):
+        return len(self.source)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index):
+        """-> (frames (R, 2, 3, S, S) float32, n_skipped int)."""
+        _single_thread_in_workers()
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        i, n_skipped = index, 0
+        for _ in range(MAX_ATTEMPTS):
+            sample_rng = np.random.default_rng(int(rng.integers(2 ** 63)))
+            if not self._unreadable[i]:
+                try:
+                    return to_tensor(self._load(i, sample_rng)), n_skipped
+                except (UnreadableError, cv2.error, OSError) as e:
+                    self._flag_unreadable(i, e)
+            n_skipped += 1
+            i = int(rng.integers(len(self)))
+        raise RuntimeError(f'{self.source.name}: {MAX_ATTEMPTS} unreadable files in a row for '
+                           f'item {index}; is most of the dataset corrupt?')
+
+    def _load(self, i, rng):
+        """R pairs of uint8 BGR views from item i: array (R, 2, S, S, 3)."""
+        size, reps = self.input_size, self.repeated_sampling
+        with self.source.open(i) as clip:
+            n = clip.num_frames
+            if self.pretext == 'crop':
+                frames = clip.read([int(t) for t in rng.integers(n, size=reps)])
+                return np.stack([global_local_crop(f, rng, size) for f in frames])
+            gap_min, gap_max = scaled_gap(self.frame_gap, clip.fps)
+            if n - 1 < gap_min:
+                self._flag_short(i, n, gap_min)
+            indices = [t for _ in range(reps) for t in sample_pair(rng, n, gap_min, gap_max)]
+            frames = clip.read(indices)
+        if len({f.shape for f in frames}) > 1:
+            raise UnreadableError(f'{self.source.paths[i]}: frames change size within the video')
+        return np.stack([paired_crop(frames[2 * k], frames[2 * k + 1], rng, size)
+                         for k in range(reps)])
+
+    def _flag_unreadable(self, i, err):
+        if not self._unreadable[i]:
+            self._unreadable[i] = True
+            logger.warning('skipping unreadable file (replaced by another sample): %s',
+                           _reason(self.source.paths[i], err))
+
+    def _flag_short(self, i, num_frames, gap_min):
+        if not self._short[i]:
+            self._short[i] = True
+            logger.warning('%s: %d frames, fewer than the minimum gap %d + 1; using gap %d',
+                           self.source.paths[i], num_frames, gap_min, max(num_frames - 1, 0))
+
+    def check(self):
+        """Raise ValueError if no file can be read (probing in order until one can)."""
+        first_error = None
+        for i in range(len(self)):
+            try:
+                with self.source.open(i) as clip:
+                    clip.read([0])
+                return
+            except (UnreadableError, cv2.error, OSError) as e:
+                self._flag_unreadable(i, e)
+                first_error = first_error or _reason(self.source.paths[i], e)
+        raise ValueError(f'{self.source.name}: none of the {len(self)} files is readable '
+                         f'(first: {first_error})')
+
+    def stats(self):
+        """Counts over what this process and its loader workers have read so far."""
+        return dict(items=len(self), unreadable=int(self._unreadable.sum()),
+                    short=int(self._short.sum()))
+
+    def __repr__(self):
+        return (f'{type(self).__name__}(source={self.source.name!r}, items={len(self)}, '
+                f'pretext={self.pretext!r}, input_size={self.input_size}, '
+                f'frame_gap={self.frame_gap}, repeated_sampling={self.repeated_sampling}, '
+                f'seed={self.seed})')

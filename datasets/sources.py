@@ -1,0 +1,63 @@
+# Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
+"""Finding the files of a data source, and the error a source raises for a bad one.
+
+A source (video.VideoSource, frames.FrameSource, images.ImageSource) has `paths`
+(one per dataset item) and `open(i)`, a context manager giving a clip with
+`num_frames`, `fps` and `read(indices) -> list of (H, W, 3) uint8 BGR frames`.
+"""
+import os
+
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+_HEADER_NAMES = ('path', 'video', 'video_path', 'filename', 'file', 'youtube_id')
+
+
+class UnreadableError(Exception):
+    """A file that cannot be decoded; its message is '<path>: <reason>'."""
+
+
+def scan_folder(root, extensions):
+    """Sorted paths of files under root (any depth) whose name ends with one of extensions.
+
+    Kinetics / ImageNet layout is root/<class>/<file>; hidden folders are skipped.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f'{root}: no such folder')
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+        found.extend(os.path.join(dirpath, f) for f in filenames
+                     if f.lower().endswith(extensions) and not f.startswith('.'))
+    return sorted(found)
+
+
+def read_path_list(list_file):
+    """Paths from a .txt / .csv list: one per line, optional label column ('path,label' or
+    'path label'); a header line and '#' comments are skipped; relative paths are taken
+    relative to the list's folder. Returns (paths, labels) with labels None where absent.
+    """
+    if not os.path.isfile(list_file):
+        raise FileNotFoundError(f'{list_file}: no such list file')
+    base = os.path.dirname(os.path.abspath(list_file))
+    paths, labels = [], []
+    with open(list_file, encoding='utf-8') as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            fields = [s.strip() for s in (line.split(',') if ',' in line else line.split(None, 1))]
+            if not paths and fields[0].lower() in _HEADER_NAMES:
+                continue
+            paths.append(fields[0] if os.path.isabs(fields[0]) else os.path.join(base, fields[0]))
+            labels.append(fields[1] if len(fields) > 1 and fields[1] else None)
+    return paths, labels
+
+
+def check_file(path):
+    """Raise UnreadableError for a missing or zero-byte file (cheap checks before decoding)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise UnreadableError(f'{path}: cannot stat ({e.strerror or e})') from None
+    if size == 0:
+        raise UnreadableError(f'{path}: zero-byte file')

@@ -1,0 +1,82 @@
+# Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
+"""Paired transforms on uint8 BGR frames (H, W, 3), as OpenCV decodes them.
+
+Crop boxes are drawn first, then only the boxed region is resized to the output
+size, so a 720p frame costs a 224-px resize, not a full-frame one.
+A box is (y, x, h, w) in pixels of the source frame.
+"""
+import math
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def random_resized_box(rng, height, width, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Draw a random-resized-crop box, as torchvision's RandomResizedCrop does.
+
+    Area is uniform in scale * H * W and log aspect ratio uniform in ratio; after ten
+    misses, fall back to the largest centred box whose ratio lies in range.
+    Returns (y, x, h, w) ints with 1 <= h <= height, 1 <= w <= width.
+    """
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            y = int(rng.integers(0, height - h + 1))
+            x = int(rng.integers(0, width - w + 1))
+            return y, x, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        h, w = height, width
+    h, w = max(1, min(h, height)), max(1, min(w, width))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def crop_resize(img, box, size, flip=False):
+    """Crop box out of img (H, W, 3) and resize it to (size, size, 3); optional h-flip."""
+    y, x, h, w = box
+    region = img[y:y + h, x:x + w]
+    shrink = h >= size and w >= size
+    out = cv2.resize(region, (size, size),
+                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out[:, ::-1] if flip else out
+
+
+def paired_crop(f1, f2, rng, size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
+    """The same random-resized crop and the same flip on two frames of one video.
+
+    f1, f2: (H, W, 3) uint8, same size. Returns two (size, size, 3) uint8 arrays.
+    """
+    if f1.shape != f2.shape:
+        raise ValueError(f'paired_crop: frames differ in size: {f1.shape} vs {f2.shape}')
+    box = random_resized_box(rng, f1.shape[0], f1.shape[1], scale, ratio)
+    flip = bool(rng.random() < 0.5)
+    return crop_resize(f1, box, size, flip), crop_resize(f2, box, size, flip)
+
+
+def to_tensor(views):
+    """uint8 BGR views (..., S, S, 3) -> float32 RGB tensor (..., 3, S, S), ImageNet-normalised."""
+    arr = np.asarray(views)
+    chw = np.ascontiguousarray(np.moveaxis(arr[..., ::-1], -1, -3))
+    scale = 1.0 / (255.0 * torch.tensor(IMAGENET_STD))
+    shift = torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)
+    return torch.from_numpy(chw).to(torch.float32).mul_(scale.view(3, 1, 1)).sub_(shift.view(3, 1, 1))
+
+
+def denormalize(t):
+    """Undo ImageNet normalisation: (..., 3, H, W) tensor -> values in [0, 1] for pictures."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=t.dtype, device=t.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=t.dtype, device=t.device).view(3, 1, 1)
+    return (t * std + mean).clamp(0.0, 1.0)

@@ -1,0 +1,56 @@
+import os
+
+import cv2
+import pytest
+
+from datasets import frames
+from datasets.sources import UnreadableError
+from datasets.synthetic import decode_index, index_frame
+
+ROWS = [dict(path='b/v2', num_frames=3, fps=25.0, height=48, width=64),
+        dict(path='a/v1', num_frames=12, fps=29.97, height=256, width=340)]
+
+
+def test_manifest_round_trip(tmp_path):
+    path = str(tmp_path / frames.MANIFEST_NAME)
+    frames.write_manifest(path, ROWS)
+    assert frames.read_manifest(path) == sorted(ROWS, key=lambda r: r['path'])
+    assert os.listdir(tmp_path) == [frames.MANIFEST_NAME]  # no temp file left behind
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='extract_frames.py'):
+        frames.read_manifest(str(tmp_path / 'manifest.csv'))
+    bad = tmp_path / 'manifest.csv'
+    bad.write_text('path,num_frames\na,3\n')
+    with pytest.raises(ValueError, match='lacks column'):
+        frames.read_manifest(str(bad))
+    bad.write_text('path,num_frames,fps,height,width\na,three,30,1,1\n')
+    with pytest.raises(ValueError, match='line 2'):
+        frames.read_manifest(str(bad))
+
+
+def write_frame_folder(root, rel, num_frames):
+    folder = os.path.join(root, rel)
+    os.makedirs(folder)
+    for i in range(num_frames):
+        cv2.imwrite(os.path.join(folder, frames.frame_name(i)), index_frame(i))
+    return dict(path=rel, num_frames=num_frames, fps=30.0, height=48, width=64)
+
+
+def test_frame_source_reads_indices(tmp_path):
+    rows = [write_frame_folder(str(tmp_path), 'c/v', 20)]
+    frames.write_manifest(str(tmp_path / 'manifest.csv'), rows)
+    assert frames.is_frames_root(str(tmp_path)) and frames.is_frames_root(str(tmp_path / 'manifest.csv'))
+    assert not frames.is_frames_root(str(tmp_path / 'c'))
+    source = frames.FrameSource(str(tmp_path))
+    with source.open(0) as clip:
+        assert (clip.num_frames, clip.fps) == (20, 30.0)
+        assert [decode_index(f) for f in clip.read([19, 0, 0, 7])] == [19, 0, 0, 7]
+    os.remove(tmp_path / 'c' / 'v' / frames.frame_name(7))
+    (tmp_path / 'c' / 'v' / frames.frame_name(8)).write_bytes(b'')
+    with source.open(0) as clip:
+        with pytest.raises(UnreadableError, match='000008.jpg: missing'):
+            clip.read([7])
+        with pytest.raises(UnreadableError, match='000009.jpg: not a decodable image'):
+            clip.read([8])

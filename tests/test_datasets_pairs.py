@@ -1,0 +1,178 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from datasets.pairs import PairDataset, sample_pair, scaled_gap
+from datasets.sources import UnreadableError
+from datasets.synthetic import coordinate_frame
+from datasets.transforms import denormalize
+
+
+class ArrayClip:
+    def __init__(self, num_frames, fps, size):
+        self.num_frames, self.fps, self.size = num_frames, fps, size
+
+    def read(self, indices):
+        return [coordinate_frame(t, self.size) for t in indices]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class ArraySource:
+    """In-memory clips of coordinate frames (B = x, G = y, R = frame index); bad items raise."""
+
+    name = 'arrays'
+
+    def __init__(self, lengths, fps=30.0, size=(60, 80), bad=()):
+        self.lengths, self.fps, self.size, self.bad = lengths, fps, size, set(bad)
+        self.paths = [f'clip{i}' for i in range(len(lengths))]
+        self.opened = []
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def open(self, i):
+        self.opened.append(i)
+        if i in self.bad:
+            raise UnreadableError(f'clip{i}: corrupt')
+        return ArrayClip(self.lengths[i], self.fps, self.size)
+
+
+def to_uint8_rgb(frames):
+    """(..., 3, S, S) normalised -> (..., 3, S, S) integers 0..255 (R = index, G = y, B = x)."""
+    return (denormalize(frames) * 255).round().to(torch.int64)
+
+
+def test_scaled_gap():
+    assert scaled_gap((4, 48), 30) == (4, 48)
+    assert scaled_gap((4, 48), 25) == (3, 40)
+    assert scaled_gap((4, 48), 60) == (8, 96)
+    assert scaled_gap((4, 48), None) == (4, 48)
+
+
+def test_sample_pair_gap_range_and_short_videos():
+    rng = np.random.default_rng(0)
+    pairs = [sample_pair(rng, 100, 4, 48) for _ in range(2000)]
+    gaps = [f2 - f1 for f1, f2 in pairs]
+    assert min(gaps) == 4 and max(gaps) == 48
+    assert all(0 <= f1 and f2 < 100 for f1, f2 in pairs)
+    assert all(4 <= b - a <= 19 for a, b in (sample_pair(rng, 20, 4, 48) for _ in range(200)))
+    assert sample_pair(rng, 3, 4, 48) == (0, 2)
+    assert sample_pair(rng, 1, 4, 48) == (0, 0)
+
+
+def test_item_shape_gap_shared_crop_and_flip():
+    dataset = PairDataset(ArraySource([200] * 8), input_size=32, repeated_sampling=3, seed=0)
+    flips = set()
+    for i in range(len(dataset)):
+        frames, n_skipped = dataset[i]
+        assert frames.shape == (3, 2, 3, 32, 32) and frames.dtype == torch.float32
+        assert n_skipped == 0
+        rgb = to_uint8_rgb(frames)
+        for f1, f2 in rgb:
+            assert 4 <= int(f2[0, 0, 0]) - int(f1[0, 0, 0]) <= 48  # index channel: the gap
+            assert torch.equal(f1[1:], f2[1:])  # same crop and flip: same y and x everywhere
+            flips.add(bool(f1[2, 0, 0] > f1[2, 0, -1]))
+    assert flips == {False, True}
+
+
+def test_same_seed_same_pairs_and_epoch_changes_them():
+    make = lambda seed: PairDataset(ArraySource([120] * 4), input_size=16, seed=seed)
+    a, b = make(7), make(7)
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(4))
+    assert not torch.equal(a[0][0], make(8)[0][0])
+    b.set_epoch(1)
+    assert not torch.equal(a[0][0], b[0][0])
+    a.set_epoch(1)
+    assert torch.equal(a[3][0], b[3][0])
+
+
+def test_items_independent_of_worker_count():
+    dataset = PairDataset(ArraySource([90] * 6, bad=[2]), input_size=16, seed=3)
+    dataset.set_epoch(5)
+    batches = [torch.cat([f for f, _ in DataLoader(dataset, batch_size=2, num_workers=w)])
+               for w in (0, 2)]
+    assert torch.equal(*batches)
+
+
+def test_unreadable_files_skipped_counted_and_logged_once(caplog):
+    source = ArraySource([90] * 10, bad=[1, 4, 5])
+    dataset = PairDataset(source, input_size=16, repeated_sampling=2, seed=0)
+    with caplog.at_level(logging.WARNING, logger='datasets.pairs'):
+        for epoch in range(3):
+            dataset.set_epoch(epoch)
+            items = [dataset[i] for i in range(len(dataset))]
+            assert all(f.shape == (2, 2, 3, 16, 16) for f, _ in items)
+            assert sum(n for _, n in items) >= 3
+    assert items[0][1] == 0 and items[1][1] >= 1
+    logged = [r.getMessage() for r in caplog.records if 'corrupt' in r.getMessage()]
+    assert sorted(logged) == [f'skipping unreadable file (replaced by another sample): clip{i}: corrupt'
+                              for i in (1, 4, 5)]
+    assert source.opened.count(1) == 1  # a known-bad file is not opened again
+    assert dataset.stats() == dict(items=10, unreadable=3, short=0)
+
+
+def test_worker_flags_reach_stats():
+    dataset = PairDataset(ArraySource([90, 2, 90, 3], bad=[2]), input_size=16)
+    for _ in DataLoader(dataset, batch_size=2, num_workers=2):
+        pass
+    assert dataset.stats() == dict(items=4, unreadable=1, short=2)
+
+
+def test_short_video_uses_largest_gap_and_is_counted(caplog):
+    dataset = PairDataset(ArraySource([3]), input_size=16, repeated_sampling=2)
+    with caplog.at_level(logging.WARNING):
+        frames, _ = dataset[0]
+        dataset[0]
+    rgb = to_uint8_rgb(frames)
+    assert (rgb[:, 0, 0] == 0).all() and (rgb[:, 1, 0] == 2).all()
+    assert dataset.stats()['short'] == 1
+    assert sum('fewer than the minimum gap' in r.getMessage() for r in caplog.records) == 1
+
+
+def test_crop_pretext_local_inside_global():
+    dataset = PairDataset(ArraySource([10] * 4, size=(120, 160)), pretext='crop', input_size=32,
+                          repeated_sampling=4)
+    for i in range(4):
+        frames, _ = dataset[i]
+        assert frames.shape == (4, 2, 3, 32, 32)
+        for g, loc in to_uint8_rgb(frames):
+            assert int(g[0, 0, 0]) == int(loc[0, 0, 0])  # both views from one frame
+            for c in (1, 2):  # y, x
+                assert g[c].min() - 1 <= loc[c].min() and loc[c].max() <= g[c].max() + 1
+
+
+def test_errors_empty_wholly_unreadable_and_bad_args():
+    with pytest.raises(ValueError, match='arrays: dataset is empty'):
+        PairDataset(ArraySource([]))
+    dataset = PairDataset(ArraySource([50, 50], bad=[0, 1]))
+    with pytest.raises(ValueError,
+                       match=r'arrays: none of the 2 files is readable \(first: clip0: corrupt\)'):
+        dataset.check()
+    with pytest.raises(RuntimeError, match='unreadable files in a row'):
+        dataset[0]
+    with pytest.raises(ValueError, match='pretext'):
+        PairDataset(ArraySource([5]), pretext='audio')
+    with pytest.raises(ValueError, match='frame_gap'):
+        PairDataset(ArraySource([5]), frame_gap=(10, 4))
+
+
+def test_os_and_decoder_errors_are_skipped_with_one_line_reason(caplog):
+    class FlakySource(ArraySource):
+        def open(self, i):
+            if i == 0:
+                raise OSError('Input/output error\nsecond line')
+            return super().open(i)
+
+    dataset = PairDataset(FlakySource([40, 40]), input_size=16)
+    with caplog.at_level(logging.WARNING, logger='datasets.pairs'):
+        frames, n_skipped = dataset[0]
+    assert n_skipped >= 1 and frames.shape == (2, 2, 3, 16, 16)
+    assert caplog.records[0].getMessage().endswith('clip0: OSError: Input/output error')

@@ -1,0 +1,45 @@
+import os
+
+import pytest
+
+from datasets.sources import (VIDEO_EXTENSIONS, UnreadableError, check_file, read_path_list,
+                              scan_folder)
+
+
+def touch(path, data=b'x'):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(data)
+    return str(path)
+
+
+def test_scan_folder_sorted_filtered_and_skips_hidden(tmp_path):
+    b = touch(tmp_path / 'b' / 'v.MP4')
+    a = touch(tmp_path / 'a' / 'v.webm')
+    touch(tmp_path / 'a' / 'notes.txt')
+    touch(tmp_path / '.cache' / 'v.mp4')
+    touch(tmp_path / 'a' / '.v.avi')
+    assert scan_folder(str(tmp_path), VIDEO_EXTENSIONS) == [a, b]
+    with pytest.raises(FileNotFoundError, match='no such folder'):
+        scan_folder(str(tmp_path / 'missing'), VIDEO_EXTENSIONS)
+
+
+def test_read_path_list_header_comments_labels(tmp_path):
+    lst = tmp_path / 'list.csv'
+    lst.write_text('# videos\npath,label\nclips/a.mp4,dance\n/abs/b.mp4,run\nc.avi\n\n')
+    paths, labels = read_path_list(str(lst))
+    assert paths == [str(tmp_path / 'clips' / 'a.mp4'), '/abs/b.mp4', str(tmp_path / 'c.avi')]
+    assert labels == ['dance', 'run', None]
+    txt = tmp_path / 'list.txt'
+    txt.write_text('a.mp4 12\n')
+    assert read_path_list(str(txt)) == ([str(tmp_path / 'a.mp4')], ['12'])
+    with pytest.raises(FileNotFoundError, match='no such list file'):
+        read_path_list(str(tmp_path / 'none.txt'))
+
+
+def test_check_file(tmp_path):
+    check_file(touch(tmp_path / 'ok.mp4'))
+    with pytest.raises(UnreadableError, match='zero-byte'):
+        check_file(touch(tmp_path / 'empty.mp4', b''))
+    with pytest.raises(UnreadableError, match='cannot stat'):
+        check_file(str(tmp_path / 'missing.mp4'))

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from datasets.synthetic import coordinate_frame
+from datasets.transforms import (IMAGENET_MEAN, crop_resize, denormalize, paired_crop,
+                                 random_resized_box, to_tensor)
+
+
+def test_random_resized_box_in_bounds_and_ranges():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        y, x, h, w = random_resized_box(rng, 120, 160)
+        assert 0 <= y and y + h <= 120 and 0 <= x and x + w <= 160
+        assert 0.5 - 0.03 <= h * w / (120 * 160) <= 1.0
+        assert 3 / 4 - 0.03 <= w / h <= 4 / 3 + 0.03
+
+
+def test_random_resized_box_fallback_on_extreme_shape():
+    y, x, h, w = random_resized_box(np.random.default_rng(0), 10, 1000)
+    assert (h, w) == (10, 13) and 0 <= x <= 1000 - w and y == 0
+
+
+def test_crop_resize_shape_and_flip():
+    img = coordinate_frame(0, (100, 120))
+    out = crop_resize(img, (10, 20, 50, 60), 32)
+    flipped = crop_resize(img, (10, 20, 50, 60), 32, flip=True)
+    assert out.shape == (32, 32, 3)
+    np.testing.assert_array_equal(flipped, out[:, ::-1])
+    assert out[0, 0, 0] < out[0, -1, 0]  # x grows to the right unless flipped
+
+
+def test_paired_crop_shares_crop_and_flip():
+    flips = set()
+    for seed in range(20):
+        v1, v2 = paired_crop(coordinate_frame(3), coordinate_frame(10),
+                             np.random.default_rng(seed), 48)
+        np.testing.assert_array_equal(v1[..., :2], v2[..., :2])  # same x, y everywhere
+        assert (v1[..., 2] == 3).all() and (v2[..., 2] == 10).all()
+        flips.add(bool(v1[0, 0, 0] > v1[0, -1, 0]))
+    assert flips == {False, True}
+
+
+def test_paired_crop_rejects_mismatched_frames():
+    with pytest.raises(ValueError, match='differ in size'):
+        paired_crop(coordinate_frame(0, (40, 50)), coordinate_frame(0, (40, 60)),
+                    np.random.default_rng(0), 16)
+
+
+def test_to_tensor_normalises_rgb_and_denormalize_inverts():
+    views = np.zeros((2, 2, 8, 8, 3), np.uint8)
+    views[..., 2] = 255  # red in BGR
+    t = to_tensor(views)
+    assert t.shape == (2, 2, 3, 8, 8) and t.dtype == torch.float32 and t.is_contiguous()
+    back = denormalize(t)
+    assert torch.allclose(back[:, :, 0], torch.ones(1))
+    assert torch.allclose(back[:, :, 1:], torch.zeros(1), atol=1e-6)
+    assert torch.allclose(to_tensor(np.zeros((4, 4, 3), np.uint8))[1],
+                          torch.full((4, 4), -IMAGENET_MEAN[1] / 0.224))
