@@ -21,7 +21,7 @@ import zlib
 
 import submitit
 
-from util.checkpoint import LAST
+from util.checkpoint import find_resume
 
 CODE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAINS = ("main_pretrain_siam", "main_finetune", "main_linprobe")
@@ -151,9 +151,7 @@ class Trainer:
         self._resolve_paths(job_env.job_id)
         args = copy.deepcopy(self.args)
         self._setup_distribution(args, job_env)
-        last = os.path.join(args.output_dir, LAST) if getattr(args, "output_dir", None) else ""
-        if last and os.path.isfile(last):
-            args.resume = last
+        args.resume = find_resume(getattr(args, "output_dir", ""), getattr(args, "resume", ""))
         print(f"{job_env}: running {args.main}.main in {os.getcwd()}, output_dir {args.output_dir}"
               + (f", resuming from {args.resume}" if getattr(args, "resume", "") else ""), flush=True)
         return import_main(args.main).main(args)
@@ -163,9 +161,7 @@ class Trainer:
         with the same arguments, pointed at output_dir/checkpoint-last.pth when it exists (the mains
         also pick that file up by themselves). The training state is whatever the main last saved."""
         args = copy.deepcopy(self.args)
-        last = os.path.join(args.output_dir, LAST) if getattr(args, "output_dir", None) else ""
-        if last and os.path.isfile(last):
-            args.resume = last
+        args.resume = find_resume(getattr(args, "output_dir", ""), getattr(args, "resume", ""))
         print(f"checkpoint(): requeuing {args.main}; it resumes from {args.resume or 'scratch'}", flush=True)
         return submitit.helpers.DelayedSubmission(type(self)(args))
 
