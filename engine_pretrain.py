@@ -10,6 +10,7 @@ import time
 import torch
 
 import util.lr_sched as lr_sched
+from datasets import normalize
 from util.args import autocast
 from util.misc import MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_world_size
 
@@ -27,7 +28,7 @@ def _check_finite(bad_iter, epoch):
 
 def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, log_writer=None,
                     start_iter=0, iters_per_epoch=None, on_step_end=None):
-    """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W), n_skipped (B,)).
+    """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W) uint8, n_skipped (B,)).
 
     on_step_end(iteration, ensure_finite) is called after each optimizer step (iteration = the next
     one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
@@ -51,7 +52,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     for it, (frames, n_skipped) in enumerate(batches, start=start_iter):
         if it % accum == 0:
             lr = lr_sched.adjust_learning_rate(optimizer, it / iters + epoch, args)
-        frames = frames.flatten(0, 1).to(device, non_blocking=True)  # (B*R, 2, 3, H, W)
+        frames = normalize(frames.flatten(0, 1).to(device, non_blocking=True))  # (B*R, 2, 3, H, W)
         skipped += n_skipped.sum()
         step_now = (it + 1) % accum == 0 or it + 1 == iters
         sync = step_now or not hasattr(model, "no_sync")  # DDP: all-reduce only on the last micro-batch

@@ -20,7 +20,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 import models_siammae
-from datasets import build_pretrain_dataset
+from datasets import build_pretrain_dataset, normalize
 from engine_pretrain import NonFiniteLoss, train_one_epoch
 from util.args import add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
@@ -190,7 +190,7 @@ def write_epoch_log(args, epoch, stats, log_writer, model, dataset):
 
 def log_reconstruction(args, epoch, log_writer, model, dataset):
     from visualize import reconstruction_grid
-    frames = dataset[0][0][:1]  # (1, 2, 3, H, W): the first pair of the first video
+    frames = normalize(dataset[0][0][:1])  # (1, 2, 3, H, W): the first pair of the first video
     with torch.random.fork_rng(devices=[]):  # the picture must not shift the training's random stream
         grid = reconstruction_grid(model, frames.to(next(model.parameters()).device), args.mask_ratio)
     log_writer.add_image("reconstruction", grid, epoch, dataformats="HWC")

@@ -35,7 +35,8 @@ def get_args_parser():
 
 def synthetic_batches(args, n, device):
     """n copies of one batch (B, 1, 2, 3, S, S) already on the device, like a perfect data loader."""
-    frames = torch.randn(args.batch_size, 1, 2, 3, args.input_size, args.input_size, device=device)
+    shape = (args.batch_size, 1, 2, 3, args.input_size, args.input_size)
+    frames = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
     skipped = torch.zeros(args.batch_size, dtype=torch.long)
     return [(frames, skipped)] * n
 

@@ -1,7 +1,8 @@
 # Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
 """Pre-training data: frame pairs from videos or extracted frames, crop pairs from images.
 
-Every item is (frames, n_skipped): frames a float32 tensor (R, 2, 3, S, S), ImageNet-normalised.
+Every item is (frames, n_skipped): frames a uint8 RGB tensor (R, 2, 3, S, S); `normalize` turns it
+into the ImageNet-normalised float32 input of the model (on the training device).
 This package yields tensors only; it imports nothing from models, util, eval or main scripts.
 """
 from .build import build_pretrain_dataset, build_source
@@ -10,9 +11,9 @@ from .frames import FrameSource, read_manifest, write_manifest
 from .images import ImageSource
 from .pairs import PairDataset
 from .sources import UnreadableError
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, normalize
 from .video import VideoSource
 
 __all__ = ['build_pretrain_dataset', 'build_source', 'demo_video_paths', 'FrameSource',
            'read_manifest', 'write_manifest', 'ImageSource', 'PairDataset', 'UnreadableError',
-           'IMAGENET_MEAN', 'IMAGENET_STD', 'denormalize', 'VideoSource']
+           'IMAGENET_MEAN', 'IMAGENET_STD', 'denormalize', 'normalize', 'VideoSource']

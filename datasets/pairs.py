@@ -1,7 +1,8 @@
 # Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
 """Pre-training pairs: frame pairs (SiamMAE) or global-to-local crops (CropMAE) from any source.
 
-An item is (frames, n_skipped): frames a float32 tensor (R, 2, 3, S, S), ImageNet-normalised,
+An item is (frames, n_skipped): frames a uint8 RGB tensor (R, 2, 3, S, S) (normalised on the
+training device by transforms.normalize: a quarter of the bytes through the loader),
 R = repeated_sampling pairs from one read of one file; n_skipped the number of unreadable
 files skipped (and replaced by other random items) to produce it.
 
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from .crops import global_local_crop
 from .sources import UnreadableError
-from .transforms import paired_crop, to_tensor
+from .transforms import paired_crop, to_uint8_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class PairDataset(Dataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, index):
-        """-> (frames (R, 2, 3, S, S) float32, n_skipped int)."""
+        """-> (frames (R, 2, 3, S, S) uint8 RGB, n_skipped int); normalise with transforms.normalize."""
         _single_thread_in_workers()
         rng = np.random.default_rng([self.seed, self.epoch, index])
         i, n_skipped = index, 0
@@ -107,7 +108,7 @@ class PairDataset(Dataset):
             sample_rng = np.random.default_rng(int(rng.integers(2 ** 63)))
             if not self._unreadable[i]:
                 try:
-                    return to_tensor(self._load(i, sample_rng)), n_skipped
+                    return to_uint8_tensor(self._load(i, sample_rng)), n_skipped
                 except (UnreadableError, cv2.error, OSError) as e:
                     self._flag_unreadable(i, e)
             n_skipped += 1

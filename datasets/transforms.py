@@ -66,13 +66,23 @@ def paired_crop(f1, f2, rng, size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
     return crop_resize(f1, box, size, flip), crop_resize(f2, box, size, flip)
 
 
+def to_uint8_tensor(views):
+    """uint8 BGR views (..., S, S, 3) -> uint8 RGB tensor (..., 3, S, S): what loader workers send
+    (a quarter of the bytes of float32; normalisation happens on the training device)."""
+    arr = np.asarray(views)
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr[..., ::-1], -1, -3)))
+
+
+def normalize(t):
+    """uint8 RGB (..., 3, H, W) on any device -> float32, ImageNet-normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=t.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=t.device).view(3, 1, 1)
+    return (t.float() / 255.0 - mean) / std
+
+
 def to_tensor(views):
     """uint8 BGR views (..., S, S, 3) -> float32 RGB tensor (..., 3, S, S), ImageNet-normalised."""
-    arr = np.asarray(views)
-    chw = np.ascontiguousarray(np.moveaxis(arr[..., ::-1], -1, -3))
-    scale = 1.0 / (255.0 * torch.tensor(IMAGENET_STD))
-    shift = torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)
-    return torch.from_numpy(chw).to(torch.float32).mul_(scale.view(3, 1, 1)).sub_(shift.view(3, 1, 1))
+    return normalize(to_uint8_tensor(views))
 
 
 def denormalize(t):

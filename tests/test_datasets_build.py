@@ -3,6 +3,7 @@ import os
 
 import cv2
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 import datasets
@@ -18,8 +19,9 @@ def args(**kw):
 
 
 def to_bgr_uint8(view):
-    """(3, S, S) normalised RGB -> (S, S, 3) BGR uint8."""
-    return (datasets.denormalize(view) * 255).round().byte().permute(1, 2, 0).numpy()[..., ::-1]
+    """(3, S, S) uint8 RGB item -> (S, S, 3) BGR uint8."""
+    assert view.dtype == torch.uint8
+    return view.permute(1, 2, 0).numpy()[..., ::-1]
 
 
 @pytest.fixture(scope='module')

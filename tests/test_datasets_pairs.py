@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from datasets.pairs import PairDataset, sample_pair, scaled_gap
 from datasets.sources import UnreadableError
 from datasets.synthetic import coordinate_frame
-from datasets.transforms import denormalize
+from datasets.transforms import denormalize, normalize
 
 
 class ArrayClip:
@@ -46,8 +46,9 @@ class ArraySource:
 
 
 def to_uint8_rgb(frames):
-    """(..., 3, S, S) normalised -> (..., 3, S, S) integers 0..255 (R = index, G = y, B = x)."""
-    return (denormalize(frames) * 255).round().to(torch.int64)
+    """(..., 3, S, S) uint8 item -> integers 0..255 (R = index, G = y, B = x), through the
+    normalisation round trip the training step applies."""
+    return (denormalize(normalize(frames)) * 255).round().to(torch.int64)
 
 
 def test_scaled_gap():
@@ -73,7 +74,7 @@ def test_item_shape_gap_shared_crop_and_flip():
     flips = set()
     for i in range(len(dataset)):
         frames, n_skipped = dataset[i]
-        assert frames.shape == (3, 2, 3, 32, 32) and frames.dtype == torch.float32
+        assert frames.shape == (3, 2, 3, 32, 32) and frames.dtype == torch.uint8
         assert n_skipped == 0
         rgb = to_uint8_rgb(frames)
         for f1, f2 in rgb:

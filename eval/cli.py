@@ -1,0 +1,87 @@
+"""What the three propagation CLIs share: their common arguments, building the feature
+extractor from them, and turning bad input into a one-line error."""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+from eval.features import FeatureExtractor, load_encoder, network_size
+from eval.files import InputError, image_size, read_rgb
+from eval.propagation import grid_to_labels, labels_to_grid, propagate
+
+
+def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=None):
+    """A parent parser with the model, feature and propagation arguments; the defaults differ
+    per benchmark (SiamMAE Table 4b: DAVIS and JHMDB top-k 7 radius 20, VIP top-k 10 radius 8)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    g = parser.add_argument_group("model and features")
+    g.add_argument("--checkpoint", default="",
+                   help="SiamMAE, MAE (mae_pretrain_vit_*.pth) or timm/DINO ViT weights")
+    g.add_argument("--model", default=None,
+                   help="architecture, e.g. vit_small_patch16 (inferred from the checkpoint if omitted)")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--batch_size", default=8, type=int, help="frames per forward pass")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network (CUDA only)")
+    g.add_argument("--short_side", default=short_side, type=int,
+                   help="resize frames so that their short side is this, aspect ratio kept")
+    g.add_argument("--size", default=size, type=int, nargs=2, metavar=("H", "W"), help="resize frames to H x W instead")
+    g = parser.add_argument_group("propagation")
+    g.add_argument("--topk", default=topk, type=int,
+                   help="sources averaged per query patch, over all context frames")
+    g.add_argument("--temperature", default=temperature, type=float,
+                   help="softmax temperature on the top-k dot products")
+    g.add_argument("--queue", default=queue, type=int, help="previous frames (with propagated labels) kept as context")
+    g.add_argument("--radius", default=radius, type=float, help="sources within this many patches of the query")
+    g.add_argument("--restrict_first", action="store_true", help="apply --radius to the first frame too")
+    parser.add_argument("--output_dir", default="./output_dir", help="where predictions and scores are written")
+    return parser
+
+
+def check_propagation_args(args):
+    if args.topk < 1 or args.queue < 0 or args.radius <= 0 or args.temperature <= 0:
+        raise InputError("--topk must be >= 1, --queue >= 0, --radius and --temperature > 0")
+
+
+def propagation_kwargs(args):
+    return dict(topk=args.topk, temperature=args.temperature, queue=args.queue, radius=args.radius,
+                restrict_first=args.restrict_first)
+
+
+def extractor_from_args(args):
+    """Check the propagation arguments, then load --checkpoint (--model) onto --device."""
+    check_propagation_args(args)
+    if not args.checkpoint:
+        raise InputError("--checkpoint is required to compute features")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    return FeatureExtractor(load_encoder(args.checkpoint, args.model), args.device, args.batch_size, args.bf16)
+
+
+def video_features(extractor, frame_paths, args):
+    """A video's network input size (H', W'), feature grid (h, w) and per-frame features (a
+    generator of (h, w, D)); every frame must have the size of the first."""
+    height, width = image_size(frame_paths[0])
+    size = network_size(height, width, extractor.patch, args.short_side, args.size)
+    grid = (size[0] // extractor.patch, size[1] // extractor.patch)
+    frames = (read_rgb(p, (height, width)) for p in frame_paths)
+    return size, grid, extractor.iter_features(frames, size)
+
+
+def propagate_masks(extractor, frame_paths, mask0, n_labels, args):
+    """Yield the (H, W) uint8 label maps of frames 1, 2, ... propagated from the first frame's
+    (H, W) label map (values >= n_labels, e.g. 255, carry no label)."""
+    size, grid, features = video_features(extractor, frame_paths, args)
+    labels0 = labels_to_grid(torch.from_numpy(mask0.astype(np.int64)).to(extractor.device), n_labels, grid)
+    for soft in propagate(features, labels0, **propagation_kwargs(args)):
+        yield grid_to_labels(soft, size, mask0.shape).to(torch.uint8).cpu().numpy()
+
+
+def run(main, parser):
+    """Parse the command line and run main(args); an InputError ends the run with one line."""
+    args = parser.parse_args()
+    try:
+        main(args)
+    except InputError as e:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")

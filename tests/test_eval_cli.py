@@ -1,0 +1,191 @@
+"""The DAVIS, JHMDB and VIP commands end to end on generated data with a tiny random ViT,
+and their one-line errors on bad input."""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+
+from eval import davis_propagate, jhmdb_propagate, vip_propagate
+from eval.files import InputError, read_indexed_png, write_indexed_png
+from eval.synthetic import write_davis_set
+
+models_vit = pytest.importorskip("models_vit")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEQS = ["synthetic-00", "synthetic-01"]
+
+
+def parse(module, *argv):
+    return argparse.ArgumentParser(parents=[module.get_args_parser()]).parse_args([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "vit_tiny.pth"
+    torch.manual_seed(0)
+    torch.save({"model": models_vit.vit_tiny_patch16().state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def davis(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("davis"))
+    write_davis_set(root, n_sequences=2, n_frames=6, height=48, width=64, n_objects=2, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def davis_run(davis, checkpoint, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("davis_out"))
+    davis_propagate.main(parse(davis_propagate, "--davis_path", davis, "--checkpoint", checkpoint, "--output_dir",
+                               out, "--short_side", 48, "--device", "cpu", "--save_overlays"))
+    return out
+
+
+def test_davis_writes_every_frame_both_csvs_and_overlays(davis_run):
+    for seq in SEQS:
+        for t in range(6):
+            labels, palette = read_indexed_png(os.path.join(davis_run, seq, f"{t:05d}.png"))
+            assert labels.shape == (48, 64) and labels.max() <= 2 and palette is not None
+            assert os.path.isfile(os.path.join(davis_run, "overlays", seq, f"{t:05d}.png"))
+        with Image.open(os.path.join(davis_run, "overlays", seq + ".gif")) as gif:
+            assert gif.n_frames == 6
+    with open(os.path.join(davis_run, "global_results-val.csv")) as f:
+        header, values = f.read().splitlines()
+    assert header == "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay"
+    assert all(-1 <= float(v) <= 1 for v in values.split(","))
+    with open(os.path.join(davis_run, "per-sequence_results-val.csv")) as f:
+        rows = f.read().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["Sequence"] + [f"{s}_{k}" for s in SEQS for k in (1, 2)]
+
+
+def test_score_only_from_the_command_line(davis, davis_run, tmp_path):
+    out = str(tmp_path / "copy")
+    shutil.copytree(davis_run, out)
+    os.remove(os.path.join(out, "global_results-val.csv"))
+    run = subprocess.run([sys.executable, "eval/davis_propagate.py", "--davis_path", davis, "--output_dir", out,
+                          "--score_only"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Global results for val" in run.stdout
+    with open(os.path.join(davis_run, "global_results-val.csv")) as a, open(os.path.join(out, "global_results-val.csv")) as b:
+        assert a.read() == b.read()
+
+
+def test_synthetic_command(tmp_path):
+    run = subprocess.run([sys.executable, "eval/synthetic.py", "--out", str(tmp_path), "--sequences", "1", "--frames",
+                          "3", "--height", "32", "--width", "40"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert sorted(os.listdir(tmp_path / "JPEGImages" / "480p" / "synthetic-00")) == ["00000.jpg", "00001.jpg", "00002.jpg"]
+    assert (tmp_path / "ImageSets" / "2017" / "val.txt").read_text() == "synthetic-00\n"
+
+
+def broken_copy(davis, tmp_path):
+    root = str(tmp_path / "davis")
+    shutil.copytree(davis, root)
+    return root
+
+
+def test_bad_davis_inputs_name_the_file(davis, checkpoint, tmp_path):
+    def run(root, *extra):
+        davis_propagate.main(parse(davis_propagate, "--davis_path", root, "--checkpoint", checkpoint,
+                                   "--output_dir", tmp_path / "out", "--short_side", 48, *extra))
+    with pytest.raises(InputError, match="nowhere: no such DAVIS folder"):
+        run(str(tmp_path / "nowhere"))
+    root = broken_copy(davis, tmp_path)
+    os.remove(os.path.join(root, "ImageSets", "2017", "val.txt"))
+    with pytest.raises(InputError, match=r"val\.txt: missing"):
+        run(root)
+    shutil.rmtree(root)
+    root = broken_copy(davis, tmp_path)
+    shutil.rmtree(os.path.join(root, "Annotations", "480p", SEQS[1]))
+    with pytest.raises(InputError, match=f"Annotations/480p/{SEQS[1]}: no such folder"):
+        run(root)
+    os.makedirs(os.path.join(root, "Annotations", "480p", SEQS[1]))
+    with pytest.raises(InputError, match=f"Annotations/480p/{SEQS[1]}: no \\*.png annotations"):
+        run(root)
+    shutil.rmtree(root)
+    root = broken_copy(davis, tmp_path)
+    bad = os.path.join(root, "Annotations", "480p", SEQS[0], "00003.png")
+    labels, palette = read_indexed_png(bad)
+    write_indexed_png(bad, labels[:, :60], palette)
+    with pytest.raises(InputError, match=r"00003\.png: size \(48, 60\) differs"):
+        run(root)
+    assert not os.path.exists(tmp_path / "out")  # input checked before anything is written
+    with pytest.raises(InputError, match="results folder"):
+        run(davis, "--score_only")
+
+
+def test_failed_run_keeps_earlier_outputs(davis, davis_run, tmp_path):
+    out = str(tmp_path / "copy")
+    shutil.copytree(davis_run, out)
+    before = {f: open(os.path.join(out, f), "rb").read() for f in ("global_results-val.csv", f"{SEQS[0]}/00001.png")}
+    bad = os.path.join(out, SEQS[1], "00002.png")
+    labels, palette = read_indexed_png(bad)
+    labels[0, 0] = 7
+    write_indexed_png(bad, labels, palette)
+    run = subprocess.run([sys.executable, "eval/davis_propagate.py", "--davis_path", davis, "--output_dir", out,
+                          "--score_only"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert run.stderr.strip().count("\n") == 0
+    assert f"{SEQS[1]}/00002.png: index 7 is higher than the 2 objects" in run.stderr
+    assert before == {f: open(os.path.join(out, f), "rb").read() for f in before}
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+
+def make_jhmdb(root, davis):
+    """One test video (the frames of a synthetic sequence) with 15 joints that stay put."""
+    os.makedirs(os.path.join(root, "splits"))
+    with open(os.path.join(root, "splits", "walk_test_split1.txt"), "w") as f:
+        f.write("clipA.avi 2\nclipB.avi 1\n")
+    frames = os.path.join(root, "Rename_Images", "walk", "clipA")
+    os.makedirs(frames)
+    for t in range(5):
+        Image.open(os.path.join(davis, "JPEGImages", "480p", SEQS[0], "00000.jpg")).save(
+            os.path.join(frames, f"{t + 1:05d}.png"))
+    joints = np.random.default_rng(0).uniform([8, 8], [56, 40], (15, 2))
+    pos = np.repeat(joints.T[:, :, None], 5, axis=2) + 1  # (2, 15, T), 1-based
+    mat = os.path.join(root, "joint_positions", "walk", "clipA")
+    os.makedirs(mat)
+    scipy.io.savemat(os.path.join(mat, "joint_positions.mat"), {"pos_img": pos})
+
+
+def test_jhmdb_command(davis, checkpoint, tmp_path):
+    make_jhmdb(str(tmp_path / "jhmdb"), davis)
+    out = tmp_path / "out"
+    jhmdb_propagate.main(parse(jhmdb_propagate, "--jhmdb_path", tmp_path / "jhmdb", "--checkpoint", checkpoint,
+                               "--output_dir", out, "--size", 48, 64))
+    pred = np.load(out / "walk" / "clipA.npy")
+    assert pred.shape == (5, 15, 2)
+    header, values = (out / "jhmdb_pck.csv").read_text().splitlines()
+    assert header == "PCK@0.1,PCK@0.2"
+    pck01, pck02 = map(float, values.split(","))
+    assert 0 <= pck01 <= pck02 <= 1
+    assert (out / "jhmdb_per-video.csv").read_text().splitlines()[1].startswith("walk/clipA,")
+
+
+def test_vip_command(davis, checkpoint, tmp_path):
+    root = tmp_path / "vip"
+    for seq in SEQS:
+        shutil.copytree(os.path.join(davis, "JPEGImages", "480p", seq), root / "Images" / seq)
+        shutil.copytree(os.path.join(davis, "Annotations", "480p", seq), root / "Annotations" / "Category_ids" / seq)
+    os.makedirs(root / "lists")
+    (root / "lists" / "val_videos.txt").write_text("\n".join(SEQS) + "\n")
+    out = tmp_path / "out"
+    vip_propagate.main(parse(vip_propagate, "--vip_path", root, "--checkpoint", checkpoint, "--output_dir", out,
+                             "--size", 48, 64))
+    assert len(os.listdir(out / SEQS[0])) == 5
+    header, values = (out / "vip_miou.csv").read_text().splitlines()
+    assert header.split(",")[:3] == ["mIoU", "background", "hat"]
+    assert 0 <= float(values.split(",")[0]) <= 1
+    bad = root / "Annotations" / "Category_ids" / SEQS[1] / "00000.png"
+    labels, palette = read_indexed_png(str(bad))
+    write_indexed_png(str(bad), np.where(labels == 1, 42, labels), palette)
+    with pytest.raises(InputError, match=r"00000\.png: label 42 is not one of the 20 classes"):
+        vip_propagate.main(parse(vip_propagate, "--vip_path", root, "--checkpoint", checkpoint, "--output_dir", out,
+                                 "--size", 48, 64))

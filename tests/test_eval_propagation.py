@@ -1,0 +1,112 @@
+"""Label propagation: the chunked affinity equals the dense one; oracle features reproduce labels."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eval.propagation import grid_to_labels, labels_to_grid, propagate, propagate_frame, rows_per_chunk
+
+
+def dense_frame(query, frames, labels, first, first_labels, topk, temperature, radius, restrict_first):
+    """Reference: the whole (context, hw, hw) affinity at once, masked, top-k over all frames."""
+    h, w, dim = query.shape
+    feats = torch.cat([first[None], frames]).reshape(-1, h * w, dim)  # (C+1, hw, D)
+    labs = torch.cat([first_labels[None], labels]).reshape(-1, first_labels.shape[-1])
+    aff = torch.einsum("qd,cnd->qcn", query.reshape(-1, dim), feats)  # (hw, C+1, hw)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([yy.flatten(), xx.flatten()], 1).float()
+    near = torch.cdist(pos, pos) < radius  # (hw, hw)
+    restricted = torch.ones(feats.shape[0], dtype=torch.bool)
+    restricted[0] = restrict_first
+    allowed = near[:, None, :] | ~restricted[None, :, None]
+    aff = aff.masked_fill(~allowed, float("-inf")).flatten(1)
+    vals, idx = aff.topk(topk, dim=1)
+    return (F.softmax(vals / temperature, 1)[..., None] * labs[idx]).sum(1).reshape(h, w, -1)
+
+
+def random_context(seed, h=7, w=9, dim=16, n_ctx=3, n_labels=4):
+    g = torch.Generator().manual_seed(seed)
+    def feats(*shape):
+        return F.normalize(torch.randn(*shape, dim, generator=g), dim=-1)
+    labels = torch.softmax(torch.randn(n_ctx, h, w, n_labels, generator=g) * 3, -1)
+    first_labels = F.one_hot(torch.randint(0, n_labels, (h, w), generator=g), n_labels).float()
+    return feats(h, w), feats(n_ctx, h, w), labels, feats(h, w), first_labels
+
+
+@pytest.mark.parametrize("radius", [1, 2.5, 4, 100])
+@pytest.mark.parametrize("restrict_first", [False, True])
+@pytest.mark.parametrize("max_elems", [1, 2000, 2 ** 27])
+def test_chunked_equals_dense(radius, restrict_first, max_elems):
+    query, frames, labels, first, first_labels = random_context(seed=int(radius * 10) + restrict_first)
+    topk, temperature = 5, 0.1
+    expected = dense_frame(query, frames, labels, first, first_labels, topk, temperature, radius, restrict_first)
+    dim, n_labels = query.shape[-1], labels.shape[-1]
+    if restrict_first:
+        local_feats, local_labels = torch.cat([first[None], frames]), torch.cat([first_labels[None], labels])
+        global_feats, global_labels = torch.empty(0, dim), torch.empty(0, n_labels)
+    else:
+        local_feats, local_labels = frames, labels
+        global_feats, global_labels = first.reshape(-1, dim), first_labels.reshape(-1, n_labels)
+    got = propagate_frame(query, local_feats, local_labels, global_feats, global_labels, topk, temperature,
+                          radius, max_elems)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_per_chunk_respects_the_budget():
+    h, w, reach = 60, 107, 19
+    rows = rows_per_chunk(h, w, 20, reach, h * w, 2 ** 27)
+    assert 1 <= rows < h
+    assert rows * w * (20 * min(h, rows + 2 * reach) * w + h * w) <= 2 ** 27
+    assert rows_per_chunk(h, w, 20, reach, h * w, 1) == 1
+
+
+def test_first_frames_see_only_the_first_frame_and_a_growing_queue():
+    # frame t's context: first frame + frames 1..t-1; a query matching only frame 0 gets its labels
+    h, w, dim = 4, 5, 8
+    feats = F.normalize(torch.randn(6, h, w, dim), dim=-1)
+    labels0 = F.one_hot(torch.randint(0, 3, (h, w)), 3).float()
+    outs = list(propagate(feats, labels0, topk=3, queue=2, radius=3))
+    assert len(outs) == 5 and all(o.shape == (h, w, 3) for o in outs)
+    assert all(torch.allclose(o.sum(-1), torch.ones(h, w)) for o in outs)
+
+
+def position_features(h, w, offset=0, world_w=None):
+    """One-hot features of the world position (row, col + offset): a camera panning by `offset`."""
+    world_w = world_w or w
+    cols = torch.arange(w) + offset
+    index = torch.arange(h)[:, None] * world_w + cols[None, :]
+    return F.one_hot(index, h * world_w).float()
+
+
+def test_oracle_static_scene_reproduces_first_labels():
+    h, w, n_labels = 6, 8, 3
+    labels0 = F.one_hot(torch.randint(0, n_labels, (h, w)), n_labels).float()
+    feats = position_features(h, w)[None].expand(10, -1, -1, -1)
+    for soft in propagate(feats, labels0, topk=7, temperature=0.1, queue=20, radius=20):
+        assert torch.equal(soft.argmax(-1), labels0.argmax(-1))
+        torch.testing.assert_close(soft, labels0, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("restrict_first", [False, True])
+def test_oracle_panning_scene_follows_the_motion(restrict_first):
+    h, w, n_frames, n_labels = 5, 12, 6, 4
+    world_w = w + n_frames
+    labels0 = F.one_hot(torch.randint(0, n_labels, (h, w)), n_labels).float()
+    feats = torch.stack([position_features(h, w, t, world_w) for t in range(n_frames)])
+    radius = n_frames + 1 if restrict_first else 2  # the first frame's match drifts one column a frame
+    outs = propagate(feats, labels0, topk=7, temperature=0.1, queue=3, radius=radius, restrict_first=restrict_first)
+    for t, soft in enumerate(outs, start=1):
+        seen = w - t  # columns whose content was visible in frame 0
+        assert torch.equal(soft[:, :seen].argmax(-1), labels0[:, t:].argmax(-1))
+
+
+def test_labels_to_grid_and_back():
+    mask = torch.zeros(8, 12, dtype=torch.long)
+    mask[:4, :6] = 1
+    mask[0, 0] = 255  # void: no label
+    grid = labels_to_grid(mask, 2, (2, 3))
+    assert grid.shape == (2, 3, 2)
+    torch.testing.assert_close(grid[0, 0], torch.tensor([0.0, 15 / 16]))
+    torch.testing.assert_close(grid[1, 2], torch.tensor([1.0, 0.0]))
+    labels = grid_to_labels(grid, (8, 12), (16, 24))
+    assert labels.shape == (16, 24)
+    assert labels[:4, :8].eq(1).all() and labels[12:, 16:].eq(0).all()
