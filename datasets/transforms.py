@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from util.image import IMAGENET_MEAN, IMAGENET_STD, denormalize, normalize  # noqa: F401 (re-exported)
 
 
 def random_resized_box(rng, height, width, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
@@ -73,20 +72,6 @@ def to_uint8_tensor(views):
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr[..., ::-1], -1, -3)))
 
 
-def normalize(t):
-    """uint8 RGB (..., 3, H, W) on any device -> float32, ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, device=t.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=t.device).view(3, 1, 1)
-    return (t.float() / 255.0 - mean) / std
-
-
 def to_tensor(views):
     """uint8 BGR views (..., S, S, 3) -> float32 RGB tensor (..., 3, S, S), ImageNet-normalised."""
     return normalize(to_uint8_tensor(views))
-
-
-def denormalize(t):
-    """Undo ImageNet normalisation: (..., 3, H, W) tensor -> values in [0, 1] for pictures."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=t.dtype, device=t.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=t.dtype, device=t.device).view(3, 1, 1)
-    return (t * std + mean).clamp(0.0, 1.0)

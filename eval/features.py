@@ -5,8 +5,7 @@ import torch.nn.functional as F
 
 from eval.files import InputError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from util.image import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 (constants re-exported for tests)
 
 
 def load_encoder(checkpoint, model_name=None):
@@ -51,13 +50,11 @@ class FeatureExtractor:
     def preprocess(self, frames, size):
         """frames: (N, H, W, 3) uint8 array or tensor -> (N, 3, *size) normalised float32 on the device."""
         x = torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames)
-        x = x.to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        x = x.to(self.device).permute(0, 3, 1, 2).float()  # 0..255
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
                               antialias=x.shape[-2] > size[0] or x.shape[-1] > size[1])
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return normalize(x)
 
     @torch.inference_mode()
     def __call__(self, frames, size):
