@@ -13,10 +13,7 @@ import util.lr_sched as lr_sched
 from datasets import normalize
 from util.args import autocast
 from util.misc import MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_world_size
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
+from util.optim import NonFiniteLoss, backward, optimizer_step
 
 
 def _check_finite(bad_iter, epoch):
@@ -88,27 +85,3 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     stats = {k: m.global_avg for k, m in logger.meters.items()}
     stats["skipped_videos"] = int(all_reduce_sum(int(skipped)))
     return stats
-
-
-def backward(loss, scaler):
-    if scaler is not None:
-        scaler.scale(loss).backward()
-    else:
-        loss.backward()
-
-
-def optimizer_step(model, optimizer, scaler, clip_grad, want_norm=False):
-    """Unscale, clip (when asked), step, zero the gradients. Returns the gradient norm when it was
-    computed (clipping, or want_norm), else None."""
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    norm = None
-    if clip_grad or want_norm:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad or float("inf"))
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return norm

@@ -15,19 +15,18 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
 import models_siammae
 from datasets import build_pretrain_dataset, normalize
-from engine_pretrain import NonFiniteLoss, train_one_epoch
+from engine_pretrain import train_one_epoch
 from util.args import add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
                              model_state_dict, restore_training_state, save_atomic, training_state)
 from util.lr_decay import param_groups_lrd
-from util.misc import (SkipSampler, get_rank, get_world_size, init_distributed_mode, is_main_process, logger,
-                        setup_logging)
+from util.optim import NonFiniteLoss
+from util.misc import SkipSampler, distribute, get_rank, get_world_size, init_run, is_main_process, logger
 
 
 def get_args_parser():
@@ -102,12 +101,7 @@ def resume(args, model, optimizer, scaler):
 
 
 def main(args):
-    init_distributed_mode(args)
-    setup_logging(args.output_dir)
-    logger.info("args: " + json.dumps({k: v for k, v in vars(args).items()}, default=str))
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed + get_rank())
-    np.random.seed(args.seed + get_rank())
+    device = init_run(args)
 
     if args.batch_size % args.repeated_sampling:
         raise ValueError(f"--batch_size {args.batch_size} (pairs) must be a multiple of "
@@ -131,9 +125,7 @@ def main(args):
                 f"{iters_per_epoch} iterations per epoch; effective batch {eff_batch} pairs "
                 f"({args.batch_size} per process x {args.accum_iter} accumulation x {get_world_size()} processes); "
                 f"lr {args.lr:.3e} (blr {args.blr:.3e})")
-    model_without_ddp = model
-    if args.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.gpu] if fused else None)
+    model, model_without_ddp = distribute(model, args)
     if args.compile:
         model = torch.compile(model)
     log_writer = SummaryWriter(args.log_dir or args.output_dir) if is_main_process() else None
@@ -191,8 +183,9 @@ def write_epoch_log(args, epoch, stats, log_writer, model, dataset):
 def log_reconstruction(args, epoch, log_writer, model, dataset):
     from visualize import reconstruction_grid
     frames = normalize(dataset[0][0][:1])  # (1, 2, 3, H, W): the first pair of the first video
-    with torch.random.fork_rng(devices=[]):  # the picture must not shift the training's random stream
-        grid = reconstruction_grid(model, frames.to(next(model.parameters()).device), args.mask_ratio)
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # keep training's streams
+        grid = reconstruction_grid(model, frames.to(device), args.mask_ratio)
     log_writer.add_image("reconstruction", grid, epoch, dataformats="HWC")
 
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from util.blocks import Block, PatchEmbed
-from util.checkpoint import encoder_state_dict, load_checkpoint, model_state_dict, load_matching
+from util.checkpoint import encoder_state_dict, load_checkpoint, load_matching, model_state_dict
+from util.misc import logger
 from util.pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 
 
@@ -181,7 +182,7 @@ def encoder_from_checkpoint(path, model_name=None, verbose=True):
     model = VisionTransformer(**cfg)
     report = load_matching(model, sd, source=path)
     if verbose:
-        print(report.summary())
+        logger.info(report.summary())
     return model
 
 

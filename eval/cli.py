@@ -10,6 +10,7 @@ import torch
 from eval.features import FeatureExtractor, load_encoder, network_size
 from eval.files import InputError, image_size, read_rgb
 from eval.propagation import grid_to_labels, labels_to_grid, propagate
+from util.misc import setup_logging
 
 
 def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=None):
@@ -81,6 +82,7 @@ def propagate_masks(extractor, frame_paths, mask0, n_labels, args):
 def run(main, parser):
     """Parse the command line and run main(args); an InputError ends the run with one line."""
     args = parser.parse_args()
+    setup_logging()  # what the checkpoint loader reports goes to stdout
     try:
         main(args)
     except InputError as e:

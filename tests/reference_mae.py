@@ -29,7 +29,7 @@ class ReferenceMAE(nn.Module):
     def forward(self, imgs, mask_ratio):
         n, _, H, W = imgs.shape
         x = self.patch_embed(imgs) + self.pos_embed[:, 1:]
-        L, D = x.shape[1], x.shape[2]
+        L = x.shape[1]
         keep = int(L * (1 - mask_ratio))
         order = torch.rand(n, L).argsort(dim=1)
         back = order.argsort(dim=1)

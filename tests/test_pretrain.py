@@ -13,7 +13,7 @@ import torch
 import main_pretrain_siam
 import models_mae
 from datasets.synthetic import make_video_folder
-from engine_pretrain import NonFiniteLoss
+from util.optim import NonFiniteLoss
 from util.checkpoint import encoder_state_dict, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,6 @@ memory-efficient kernels on GPU, a plain kernel on CPU). Parameter names equal t
 and timm checkpoints load without renaming. The cross-attention blocks of SiamMAE keep those
 names for their self-attention and MLP parts and add ``norm_q``, ``norm_kv`` and ``cross_attn``.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.layers import DropPath, Mlp

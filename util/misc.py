@@ -4,12 +4,14 @@ Logging goes through the standard ``logging`` module: rank 0 logs at INFO, the o
 warnings (``setup_logging``); nothing patches ``builtins.print``.
 """
 import datetime
+import json
 import logging
 import os
 import sys
 import time
 from collections import defaultdict, deque
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -179,3 +181,24 @@ class SkipSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return max(len(self.sampler) - self.skip, 0)
+
+
+# ---------------------------------------------------------------- a training run
+def init_run(args):
+    """Distributed mode, logging (with the arguments), per-rank seeds; returns the device."""
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    init_distributed_mode(args)
+    setup_logging(args.output_dir)
+    logger.info("args: " + json.dumps(vars(args), default=str))
+    torch.manual_seed(args.seed + get_rank())
+    np.random.seed(args.seed + get_rank())
+    return torch.device(args.device)
+
+
+def distribute(model, args):
+    """DistributedDataParallel around model when distributed; returns (model, model_without_ddp)."""
+    if not args.distributed:
+        return model, model
+    ids = [args.gpu] if str(args.device).startswith("cuda") else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids), model

@@ -1,0 +1,103 @@
+"""Fine-tuning end to end on a tiny generated image folder, on the CPU; top-k accuracy by hand;
+initialising from SiamMAE, MAE and plain ViT weights."""
+import argparse
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import engine_finetune
+import main_finetune
+import models_mae
+import models_vit
+from conftest import DECODER, TINY
+from util.checkpoint import load_checkpoint
+
+def run(image_folder, out, *extra):
+    argv = ["--data_path", image_folder, "--output_dir", str(out), "--input_size", "32", "--batch_size", "4",
+            "--num_workers", "0", "--device", "cpu", "--warmup_epochs", "1", "--print_freq", "1", *extra]
+    parser = argparse.ArgumentParser(parents=[main_finetune.get_args_parser()])
+    return main_finetune.main(parser.parse_args(argv))
+
+
+def log_lines(out):
+    return [json.loads(line) for line in open(os.path.join(out, "log.txt"))]
+
+
+def test_accuracy_hand_worked():
+    output = torch.tensor([[0.1, 0.9, 0.0],     # top-1: 1 (target 1: hit)
+                           [0.8, 0.15, 0.05],   # top-1: 0, top-2: {0, 1} (target 1: hit at 2)
+                           [0.2, 0.3, 0.5],     # ranks 2, 1, 0 (target 0: hit at 3 only)
+                           [0.5, 0.4, 0.1]])    # ranks 0, 1, 2 (target 2: hit at 3 only)
+    target = torch.tensor([1, 1, 0, 2])
+    assert engine_finetune.accuracy(output, target, topk=(1, 2, 3, 5)) == [25.0, 50.0, 100.0, 100.0]
+    assert engine_finetune.accuracy(output[:1], target[:1]) == [100.0]
+
+
+def test_finetune_trains_saves_resumes_and_evaluates(image_folder, siammae_checkpoint, tmp_path):
+    path, _ = siammae_checkpoint
+    stats = run(image_folder, tmp_path, "--finetune", path, "--epochs", "2", "--mixup", "0.8", "--cutmix", "1.0")
+    assert {"checkpoint-last.pth", "log.txt"} <= set(os.listdir(tmp_path))
+    lines = log_lines(tmp_path)
+    assert [line["epoch"] for line in lines] == [0, 1]
+    assert all(math.isfinite(line["train_loss"]) and math.isfinite(line["test_loss"]) for line in lines)
+    assert 0 <= stats["acc1"] <= stats["acc5"] == 100.0  # 2 classes: top-5 always hits
+    ckpt = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
+    assert ckpt["epoch"] == 2 and "fc_norm.weight" in ckpt["model"] and ckpt["model"]["head.weight"].shape == (2, 192)
+
+    run(image_folder, tmp_path, "--finetune", path, "--epochs", "3")  # picks up checkpoint-last.pth
+    assert [line["epoch"] for line in log_lines(tmp_path)] == [0, 1, 2]
+    assert load_checkpoint(str(tmp_path / "checkpoint-last.pth"))["epoch"] == 3
+
+    evaluated = run(image_folder, tmp_path / "eval", "--eval", "--resume", str(tmp_path / "checkpoint-last.pth"))
+    assert set(evaluated) == {"loss", "acc1", "acc5"} and math.isfinite(evaluated["loss"])
+
+
+def args_for(**kw):
+    return argparse.Namespace(**{"model": None, "input_size": 32, "nb_classes": 5, "global_pool": True,
+                                 "finetune": "ckpt", **kw})
+
+
+def test_siammae_encoder_initialises_the_classifier(siammae_checkpoint):
+    path, siammae = siammae_checkpoint
+    pretrained = engine_finetune.pretrained_encoder(path)
+    args = args_for(input_size=48)  # a 6x6 grid: position embeddings interpolated from 4x4
+    model = engine_finetune.build_vit(args, None, pretrained)
+    assert (model.patch_embed.patch_size[0], len(model.blocks), model.embed_dim) == (8, 2, 192)
+    engine_finetune.load_pretrained(model, pretrained, path, head_std=2e-5)
+    assert torch.equal(model.blocks[1].attn.qkv.weight, siammae.blocks[1].attn.qkv.weight)
+    assert model.pos_embed.shape == (1, 37, 192)
+    assert 0 < model.head.weight.std() < 1e-4 and not model.head.bias.any()
+
+
+def test_mae_and_plain_vit_weights_initialise_the_classifier(tmp_path):
+    mae = models_mae.mae_vit_tiny_patch16(**TINY, **DECODER)
+    vit = models_vit.vit_tiny_patch16(**TINY, num_classes=1000)  # a timm-style state dict with a 1000-way head
+    for name, ckpt, source in (("mae.pth", {"model": mae.state_dict()}, mae), ("vit.pth", vit.state_dict(), vit)):
+        torch.save(ckpt, tmp_path / name)
+        pretrained = engine_finetune.pretrained_encoder(str(tmp_path / name))
+        model = engine_finetune.build_vit(args_for(global_pool=False), None, pretrained)
+        engine_finetune.load_pretrained(model, pretrained, name, head_std=2e-5)
+        assert torch.equal(model.norm.weight, source.norm.weight)
+        assert torch.equal(model.blocks[0].mlp.fc2.weight, source.blocks[0].mlp.fc2.weight)
+        assert model.head.weight.shape == (5, 192)
+
+
+def test_missing_encoder_weights_is_a_clear_error(siammae_checkpoint):
+    path, _ = siammae_checkpoint
+    pretrained = engine_finetune.pretrained_encoder(path)
+    model = engine_finetune.build_vit(args_for(model="vit_tiny_patch16"), None, pretrained)  # 12 blocks, not 2
+    with pytest.raises(ValueError, match=r"lacks encoder weights blocks\.\*\."):
+        engine_finetune.load_pretrained(model, pretrained, path, head_std=2e-5)
+
+
+def test_no_architecture_and_missing_data_are_clear_errors(image_folder, tmp_path):
+    with pytest.raises(ValueError, match="give --model"):
+        run(image_folder, tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        run(str(tmp_path / "nowhere"), tmp_path, "--model", "vit_tiny_patch16")
+    with pytest.raises(ValueError, match="--eval needs --resume"):
+        run(image_folder, tmp_path / "empty", "--eval")
+

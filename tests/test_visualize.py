@@ -1,0 +1,116 @@
+"""visualize.py: pictures written at the expected size and not blank, from a video, two frames,
+a MAE checkpoint and (no arguments) the demo clips; attention maps sum to one per head."""
+import argparse
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import models_mae
+import models_siammae
+import visualize
+from datasets.synthetic import textured_frames, write_video
+
+TINY = dict(img_size=32, patch_size=8, depth=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
+S = 32 + visualize.PAD  # a panel and its padding
+
+
+def tiny_siammae(**kw):
+    return models_siammae.siammae_vit_tiny_patch16(**{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny SiamMAE checkpoint as pre-training writes it: weights and training arguments."""
+    model = tiny_siammae(decoder="cross", encoder="joint")
+    args = argparse.Namespace(model="siammae_vit_tiny_patch16", input_size=32, encoder="joint", decoder="cross",
+                              norm_pix_loss=False, mask_pattern="grid", decoder_num_heads=4)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint-last.pth"
+    torch.save({"model": model.state_dict(), "args": args, "epoch": 1}, path)
+    return str(path), model
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(str(tmp_path_factory.mktemp("video") / "clip.avi"), textured_frames(30, (48, 64)))
+
+
+def run(out, *argv):
+    parser = argparse.ArgumentParser(parents=[visualize.get_args_parser()])
+    return visualize.main(parser.parse_args(["--output_dir", str(out), "--device", "cpu", *argv]))
+
+
+def read(path):
+    img = cv2.imread(path)
+    assert img is not None, path
+    assert img.std() > 10, f"{path} looks blank"
+    return img
+
+
+def test_video_with_checkpoint(checkpoint, video, tmp_path):
+    paths = run(tmp_path, "--checkpoint", checkpoint[0], "--video", video, "--gaps", "2", "5",
+                "--starts", "2", "--mask_ratios", "0.5", "0.95", "--attention_size", "48")
+    names = [p.split("/")[-1] for p in paths]
+    assert names == ["reconstruction_mask50.png", "reconstruction_mask95.png",
+                     "attention_0_clip_0.png", "attention_1_clip_1.png"]
+    for p in paths[:2]:
+        assert read(p).shape == (4 * S + visualize.PAD, 4 * S + visualize.PAD, 3)  # 2 starts x 2 gaps
+    for p in paths[2:]:  # 48x64 frames, 3 heads: image, heads, mean
+        assert read(p).shape == (48 + 2 * visualize.PAD, 5 * (64 + visualize.PAD) + visualize.PAD, 3)
+
+
+def test_model_settings_come_from_the_checkpoint(checkpoint):
+    args = argparse.Namespace(checkpoint=checkpoint[0], model=None, encoder=None, norm_pix_loss=None)
+    model = visualize.build_model(args)
+    assert (model.encoder_type, model.decoder_type, model.mask_pattern) == ("joint", "cross", "grid")
+    assert model.norm_pix_loss is False and model.blocks[0].attn.num_heads == 3
+    for k, v in checkpoint[1].state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_two_frames_and_a_mae_visualize_checkpoint(tmp_path):
+    mae = models_mae.mae_vit_tiny_patch16(**TINY)
+    torch.save({"model": mae.state_dict()}, tmp_path / "mae_visualize.pth")
+    frames = list(textured_frames(9, (40, 40)))
+    for name, frame in (("a.png", frames[0]), ("b.png", frames[8])):
+        cv2.imwrite(str(tmp_path / name), frame)
+    paths = run(tmp_path / "out", "--checkpoint", str(tmp_path / "mae_visualize.pth"), "--no-norm_pix_loss",
+                "--frames", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--mask_ratios", "0.75",
+                "--attention_size", "32")
+    assert len(paths) == 3
+    args = argparse.Namespace(checkpoint=str(tmp_path / "mae_visualize.pth"), model=None, encoder=None,
+                              norm_pix_loss=False)
+    model = visualize.build_model(args)  # MAE's decoder is self-attention: SiamMAE's joint decoder
+    assert model.decoder_type == "joint" and model.encoder_type == "siam" and not model.norm_pix_loss
+    assert torch.equal(model.decoder_blocks[0].attn.qkv.weight, mae.decoder_blocks[0].attn.qkv.weight)
+    assert read(paths[0]).shape == (S + visualize.PAD, 4 * S + visualize.PAD, 3)
+    assert read(paths[1]).shape == (32 + 2 * visualize.PAD, 5 * S + visualize.PAD, 3)
+
+
+def test_no_arguments_uses_a_random_model_on_the_demo_clips(tmp_path):
+    paths = run(tmp_path, "--input_size", "64", "--gaps", "4", "--mask_ratios", "0.95", "--attention_size", "64")
+    assert len(paths) == 1 + 3  # one grid, one attention figure per demo clip
+    assert read(paths[0]).shape == (3 * 66 + 2, 4 * 66 + 2, 3)
+    for p in paths[1:]:
+        assert read(p).shape[0] == 64 + 2 * visualize.PAD
+
+
+def test_attention_maps_sum_to_one_per_head():
+    model = tiny_siammae().eval()
+    maps = visualize.cls_attention(model, torch.randn(2, 3, 48, 64))  # a 6x8 grid, not the 4x4 of training
+    assert maps.shape == (2, 3, 6, 8)
+    assert torch.allclose(maps.sum(dim=(-2, -1)), torch.ones(2, 3))
+    assert (maps >= 0).all()
+
+
+def test_reconstruction_grid_undoes_the_patch_normalisation_and_keeps_the_mode():
+    model = tiny_siammae(norm_pix_loss=True).train()
+    frames = torch.randn(3, 2, 3, 32, 32)
+    f2 = frames[:, 1]
+    target = model.patchify(f2)
+    normalised = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** .5
+    assert torch.allclose(visualize.unnormalize_prediction(model, normalised, f2), target, atol=1e-5)
+    grid = visualize.reconstruction_grid(model, frames, 0.75, labels=["a", "b", "c"])
+    assert grid.dtype == np.uint8 and grid.shape == (3 * S + visualize.PAD, 4 * S + visualize.PAD, 3)
+    assert model.training
