@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 . .venv/bin/activate
 OUT=${OUT:-demo_output}
-EPOCHS=${EPOCHS:-60}
+EPOCHS=${EPOCHS:-40}
 
 python main_pretrain_siam.py --model siammae_vit_tiny_patch16 --input_size 112 \
   --decoder_embed_dim 256 --decoder_depth 4 --decoder_num_heads 8 \
