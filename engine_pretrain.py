@@ -10,7 +10,7 @@ import time
 import torch
 
 import util.lr_sched as lr_sched
-from datasets import normalize
+from datasets import to_device
 from util.args import autocast
 from util.misc import MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_world_size
 from util.optim import NonFiniteLoss, backward, optimizer_step
@@ -25,7 +25,8 @@ def _check_finite(bad_iter, epoch):
 
 def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, log_writer=None,
                     start_iter=0, iters_per_epoch=None, on_step_end=None):
-    """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W) uint8, n_skipped (B,)).
+    """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W) uint8, n_skipped (B,)), or undecoded pairs
+    (datasets.EncodedPairs, --gpu_decode) that datasets.to_device decodes on the device.
 
     on_step_end(iteration, ensure_finite) is called after each optimizer step (iteration = the next
     one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
@@ -46,10 +47,10 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     t_log, it_log = time.perf_counter(), start_iter
     batches = logger.log_every(data_loader, args.print_freq, header, total=iters,
                                samples_per_iter=pairs_per_iter, start=start_iter)
-    for it, (frames, n_skipped) in enumerate(batches, start=start_iter):
+    for it, batch in enumerate(batches, start=start_iter):
         if it % accum == 0:
             lr = lr_sched.adjust_learning_rate(optimizer, it / iters + epoch, args)
-        frames = normalize(frames.flatten(0, 1).to(device, non_blocking=True))  # (B*R, 2, 3, H, W)
+        frames, n_skipped = to_device(batch, device)  # (B*R, 2, 3, H, W) normalised
         skipped += n_skipped.sum()
         step_now = (it + 1) % accum == 0 or it + 1 == iters
         sync = step_now or not hasattr(model, "no_sync")  # DDP: all-reduce only on the last micro-batch

@@ -19,7 +19,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 import models_siammae
-from datasets import build_pretrain_dataset, normalize
+from datasets import build_pretrain_dataset, to_device
 from engine_pretrain import train_one_epoch
 from util.args import add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
@@ -53,6 +53,9 @@ def get_args_parser():
     g.add_argument("--frame_gap", default=[4, 48], type=int, nargs=2, metavar=("MIN", "MAX"),
                    help="frame gap range at 30 fps")
     g.add_argument("--repeated_sampling", default=2, type=int, help="pairs drawn from each video read")
+    g.add_argument("--gpu_decode", action="store_true",
+                   help="decode, crop and flip pre-extracted JPEG frames on the training device (batched); "
+                        "loader workers only read files")
     g = parser.add_argument_group("checkpoints")
     g.add_argument("--save_every", default=20, type=int, help="keep checkpoint-<epoch>.pth every N epochs")
     g.add_argument("--save_every_iters", default=0, type=int,
@@ -80,7 +83,7 @@ def build_loader(dataset, args, videos_per_batch):
     drop_last = len(sampler) >= videos_per_batch
     loader = torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=videos_per_batch, num_workers=args.num_workers,
-        pin_memory=args.pin_mem and str(args.device).startswith("cuda"), drop_last=drop_last,
+        collate_fn=dataset.collate, pin_memory=args.pin_mem and str(args.device).startswith("cuda"), drop_last=drop_last,
         generator=torch.Generator().manual_seed(args.seed))  # leaves the global stream (masking) alone
     return loader, sampler
 
@@ -182,10 +185,10 @@ def write_epoch_log(args, epoch, stats, log_writer, model, dataset):
 
 def log_reconstruction(args, epoch, log_writer, model, dataset):
     from visualize import reconstruction_grid
-    frames = normalize(dataset[0][0][:1])  # (1, 2, 3, H, W): the first pair of the first video
     device = next(model.parameters()).device
+    frames = to_device(dataset.collate([dataset[0]]), device)[0][:1]  # the first pair of the first video
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # keep training's streams
-        grid = reconstruction_grid(model, frames.to(device), args.mask_ratio)
+        grid = reconstruction_grid(model, frames, args.mask_ratio)
     log_writer.add_image("reconstruction", grid, epoch, dataformats="HWC")
 
 

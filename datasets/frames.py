@@ -9,6 +9,8 @@ import csv
 import os
 
 import cv2
+import numpy as np
+import torch
 
 from .sources import UnreadableError
 
@@ -61,10 +63,11 @@ def is_frames_root(path):
 class FrameClip:
     """One video's frame folder: `num_frames`, `fps` from the manifest and `read(indices)`."""
 
-    def __init__(self, folder, num_frames, fps):
+    def __init__(self, folder, num_frames, fps, height=None, width=None):
         self.path = folder
         self.num_frames = num_frames
         self.fps = fps
+        self.height, self.width = height, width
         if num_frames <= 0:
             raise UnreadableError(f'{folder}: manifest lists no frames')
 
@@ -79,6 +82,22 @@ class FrameClip:
                 raise UnreadableError(f'{file}: {reason}')
             decoded[t] = img
         return [decoded[t] for t in indices]
+
+    def read_encoded(self, indices):
+        """The JPEG files at the given indices, undecoded -> list of uint8 1-D tensors. Missing,
+        empty or truncated files (no JPEG start/end marker) raise UnreadableError here, in the
+        loader worker, so that decoding on the training device meets only whole files."""
+        out = []
+        for t in indices:
+            file = os.path.join(self.path, frame_name(t))
+            try:
+                data = np.fromfile(file, dtype=np.uint8)
+            except OSError as e:
+                raise UnreadableError(f'{file}: {e.strerror or e}') from None
+            if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8 or data[-2] != 0xFF or data[-1] != 0xD9:
+                raise UnreadableError(f'{file}: not a whole JPEG file')
+            out.append(torch.from_numpy(data))
+        return out
 
     def __enter__(self):
         return self
@@ -101,4 +120,5 @@ class FrameSource:
         return len(self.rows)
 
     def open(self, i):
-        return FrameClip(self.paths[i], self.rows[i]['num_frames'], self.rows[i]['fps'])
+        r = self.rows[i]
+        return FrameClip(self.paths[i], r['num_frames'], r['fps'], r['height'], r['width'])

@@ -14,11 +14,13 @@ import logging
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from .crops import global_local_crop
 from .sources import UnreadableError
-from .transforms import paired_crop, to_uint8_tensor
+from .device_decode import collate_encoded
+from .frames import FrameSource
+from .transforms import draw_pair_crop, paired_crop, to_uint8_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +75,12 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, source, pretext='video', input_size=224, frame_gap=(4, 48),
-                 repeated_sampling=2, seed=0):
+                 repeated_sampling=2, seed=0, encoded=False):
         if pretext not in ('video', 'crop'):
             raise ValueError(f"pretext must be 'video' or 'crop', got {pretext!r}")
+        if encoded and (pretext != 'video' or not isinstance(source, FrameSource)):
+            raise ValueError(f'{source.name}: decoding on the device (--gpu_decode) needs pre-extracted '
+                             'frames (a folder with manifest.csv) and pretext video')
         if len(source) == 0:
             raise ValueError(f'{source.name}: dataset is empty (no files found)')
         if not (1 <= frame_gap[0] <= frame_gap[1]):
@@ -89,6 +94,7 @@ class PairDataset(Dataset):
         self.frame_gap = (int(frame_gap[0]), int(frame_gap[1]))
         self.repeated_sampling = int(repeated_sampling)
         self.seed = int(seed)
+        self.encoded = bool(encoded)
         self.epoch = 0
         self._unreadable = torch.zeros(len(source), dtype=torch.bool).share_memory_()
         self._short = torch.zeros(len(source), dtype=torch.bool).share_memory_()
@@ -100,7 +106,8 @@ class PairDataset(Dataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, index):
-        """-> (frames (R, 2, 3, S, S) uint8 RGB, n_skipped int); normalise with transforms.normalize."""
+        """-> (frames (R, 2, 3, S, S) uint8 RGB, n_skipped int); with encoded=True
+        ((jpegs: 2R uint8 1-D tensors, crops (R, 5) rows (y, x, h, w, flip)), n_skipped)."""
         _single_thread_in_workers()
         rng = np.random.default_rng([self.seed, self.epoch, index])
         i, n_skipped = index, 0
@@ -108,7 +115,7 @@ class PairDataset(Dataset):
             sample_rng = np.random.default_rng(int(rng.integers(2 ** 63)))
             if not self._unreadable[i]:
                 try:
-                    return to_uint8_tensor(self._load(i, sample_rng)), n_skipped
+                    return self._load(i, sample_rng), n_skipped
                 except (UnreadableError, cv2.error, OSError) as e:
                     self._flag_unreadable(i, e)
             n_skipped += 1
@@ -117,22 +124,30 @@ class PairDataset(Dataset):
                            f'item {index}; is most of the dataset corrupt?')
 
     def _load(self, i, rng):
-        """R pairs of uint8 BGR views from item i: array (R, 2, S, S, 3)."""
+        """R pairs from item i: uint8 RGB tensor (R, 2, 3, S, S), or (jpegs, crops) when encoded."""
         size, reps = self.input_size, self.repeated_sampling
         with self.source.open(i) as clip:
             n = clip.num_frames
             if self.pretext == 'crop':
                 frames = clip.read([int(t) for t in rng.integers(n, size=reps)])
-                return np.stack([global_local_crop(f, rng, size) for f in frames])
+                return to_uint8_tensor(np.stack([global_local_crop(f, rng, size) for f in frames]))
             gap_min, gap_max = scaled_gap(self.frame_gap, clip.fps)
             if n - 1 < gap_min:
                 self._flag_short(i, n, gap_min)
             indices = [t for _ in range(reps) for t in sample_pair(rng, n, gap_min, gap_max)]
+            if self.encoded:  # the same draws as below, decoding left to the training device
+                crops = [(*box, flip) for box, flip in
+                         (draw_pair_crop(rng, clip.height, clip.width) for _ in range(reps))]
+                return clip.read_encoded(indices), torch.tensor(crops, dtype=torch.int64)
             frames = clip.read(indices)
         if len({f.shape for f in frames}) > 1:
             raise UnreadableError(f'{self.source.paths[i]}: frames change size within the video')
-        return np.stack([paired_crop(frames[2 * k], frames[2 * k + 1], rng, size)
-                         for k in range(reps)])
+        return to_uint8_tensor(np.stack([paired_crop(frames[2 * k], frames[2 * k + 1], rng, size)
+                                         for k in range(reps)]))
+
+    def collate(self, items):
+        """The loader's collate_fn: stacked uint8 pairs, or an EncodedPairs batch when encoded."""
+        return collate_encoded(items, self.input_size) if self.encoded else default_collate(items)
 
     def _flag_unreadable(self, i, err):
         if not self._unreadable[i]:

@@ -53,6 +53,12 @@ def crop_resize(img, box, size, flip=False):
     return out[:, ::-1] if flip else out
 
 
+def draw_pair_crop(rng, height, width, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
+    """The random-resized-crop box (y, x, h, w) and the flip (bool) a pair of frames shares."""
+    box = random_resized_box(rng, height, width, scale, ratio)
+    return box, bool(rng.random() < 0.5)
+
+
 def paired_crop(f1, f2, rng, size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
     """The same random-resized crop and the same flip on two frames of one video.
 
@@ -60,8 +66,7 @@ def paired_crop(f1, f2, rng, size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
     """
     if f1.shape != f2.shape:
         raise ValueError(f'paired_crop: frames differ in size: {f1.shape} vs {f2.shape}')
-    box = random_resized_box(rng, f1.shape[0], f1.shape[1], scale, ratio)
-    flip = bool(rng.random() < 0.5)
+    box, flip = draw_pair_crop(rng, f1.shape[0], f1.shape[1], scale, ratio)
     return crop_resize(f1, box, size, flip), crop_resize(f2, box, size, flip)
 
 

@@ -1,0 +1,60 @@
+# Copyright the SiamMAE authors. Licensed under the Apache License, Version 2.0.
+"""Decoding and cropping pairs on the training device (``--gpu_decode``).
+
+Loader workers then only read the JPEG files of pre-extracted frames and draw the crops (the same
+draws, from the same generator, as the CPU path); the main process decodes the whole batch at once
+(``torchvision.io.decode_jpeg``, batched with nvJPEG on CUDA) and crops, resizes and flips it with one
+``roi_align`` per distinct frame size. On the CPU the same code runs, which is how it is tested.
+"""
+from collections import defaultdict
+from typing import NamedTuple
+
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.ops import roi_align
+
+from util.image import normalize
+
+
+class EncodedPairs(NamedTuple):
+    """A batch of undecoded pairs: jpegs, B*R*2 uint8 1-D tensors (item, pair, frame order);
+    crops, (B*R, 5) int64 rows (y, x, h, w, flip) shared by both frames of a pair; size, output side."""
+    jpegs: list
+    crops: torch.Tensor
+    size: int
+
+
+def collate_encoded(items, size):
+    """[((jpegs, crops (R, 5)), n_skipped), ...] from PairDataset(encoded=True) -> (EncodedPairs, n_skipped (B,))."""
+    jpegs = [j for (item_jpegs, _), _ in items for j in item_jpegs]
+    crops = torch.cat([c for (_, c), _ in items])
+    return EncodedPairs(jpegs, crops, size), torch.tensor([n for _, n in items])
+
+
+def decode_crop(jpegs, crops, size, device):
+    """Decode and crop pairs on device -> (B*R, 2, 3, size, size) float32 RGB in 0..255."""
+    images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+    frame_crops = crops.to(device).repeat_interleave(2, dim=0)  # (2BR, 5): one row per frame
+    out = torch.empty(len(images), 3, size, size, device=device)
+    by_shape = defaultdict(list)
+    for k, img in enumerate(images):
+        by_shape[tuple(img.shape[-2:])].append(k)
+    for idx in by_shape.values():
+        sel = torch.tensor(idx, device=device)
+        y, x, h, w = frame_crops[sel, :4].float().unbind(1)
+        rois = torch.stack([torch.arange(len(idx), device=device, dtype=torch.float32), x, y, x + w, y + h], dim=1)
+        stack = torch.stack([images[k] for k in idx]).float()
+        out[sel] = roi_align(stack, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    flip = frame_crops[:, 4].bool().view(-1, 1, 1, 1)
+    out = torch.where(flip, out.flip(-1), out)
+    return out.view(-1, 2, 3, size, size)
+
+
+def to_device(batch, device):
+    """A loader batch -> (frames (B*R, 2, 3, S, S) float32 ImageNet-normalised on device, n_skipped (B,)).
+
+    batch: (frames (B, R, 2, 3, S, S) uint8, n_skipped) from the CPU path, or (EncodedPairs, n_skipped)."""
+    frames, n_skipped = batch
+    if isinstance(frames, EncodedPairs):
+        return normalize(decode_crop(frames.jpegs, frames.crops, frames.size, device)), n_skipped
+    return normalize(frames.flatten(0, 1).to(device, non_blocking=True)), n_skipped

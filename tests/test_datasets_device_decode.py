@@ -1,0 +1,71 @@
+"""--gpu_decode: undecoded pairs decoded and cropped on the device (here the CPU) match the CPU path."""
+import os
+import shutil
+
+import cv2
+import pytest
+import torch
+
+from datasets import EncodedPairs, to_device
+from datasets.frames import FrameSource, frame_name, write_manifest
+from datasets.pairs import PairDataset
+from datasets.synthetic import coordinate_frame
+from datasets.video import VideoSource
+
+SIZES = [(96, 128), (96, 128), (120, 90)]  # two frame sizes in one batch
+
+
+@pytest.fixture(scope="module")
+def frames_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("frames")
+    rows = []
+    for v, (h, w) in enumerate(SIZES):
+        folder = root / f"class_0/video_{v}"
+        os.makedirs(folder)
+        for t in range(20):
+            cv2.imwrite(str(folder / frame_name(t)), coordinate_frame(t, (h, w)), [cv2.IMWRITE_JPEG_QUALITY, 98])
+        rows.append(dict(path=f"class_0/video_{v}", num_frames=20, fps=30.0, height=h, width=w))
+    write_manifest(str(root / "manifest.csv"), rows)
+    return str(root)
+
+
+def dataset(root, encoded, **kw):
+    return PairDataset(FrameSource(root), input_size=48, frame_gap=(2, 6), repeated_sampling=3, seed=5,
+                       encoded=encoded, **kw)
+
+
+def test_device_decode_matches_cpu_path(frames_root):
+    cpu, enc = dataset(frames_root, False), dataset(frames_root, True)
+    for epoch in (0, 1):
+        cpu.set_epoch(epoch)
+        enc.set_epoch(epoch)
+        items = list(range(len(SIZES)))
+        ref, _ = to_device(cpu.collate([cpu[i] for i in items]), "cpu")
+        batch = enc.collate([enc[i] for i in items])
+        assert isinstance(batch[0], EncodedPairs) and len(batch[0].jpegs) == 3 * 3 * 2
+        out, skipped = to_device(batch, "cpu")
+        assert out.shape == ref.shape == (9, 2, 3, 48, 48) and skipped.tolist() == [0, 0, 0]
+        # same crops, flips and frames: only the resampling kernel differs (normalised units)
+        diff = (out - ref).abs()
+        assert diff.mean() < 0.05, diff.mean()
+        # a wrong flip or box would differ by a lot: check the test would see it
+        assert (out.flip(-1) - ref).abs().mean() > 10 * diff.mean()
+
+
+def test_truncated_jpegs_are_skipped_in_the_worker(frames_root, tmp_path):
+    root = tmp_path / "frames"
+    shutil.copytree(frames_root, root)
+    for t in range(20):  # every frame of video 1 cut in half
+        path = root / "class_0/video_1" / frame_name(t)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    ds = dataset(str(root), True)
+    (jpegs, crops), n_skipped = ds[1]
+    assert n_skipped >= 1 and len(jpegs) == 6 and crops.shape == (3, 5)
+    assert ds.stats()["unreadable"] == 1
+    out, _ = to_device(ds.collate([ds[1], ds[0]]), "cpu")  # only whole files reach the decoder
+    assert torch.isfinite(out).all()
+
+
+def test_device_decode_needs_extracted_frames(tmp_path):
+    with pytest.raises(ValueError, match="needs pre-extracted frames"):
+        PairDataset(VideoSource([str(tmp_path / "a.mp4")], name="videos"), encoded=True)
