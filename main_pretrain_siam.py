@@ -77,6 +77,15 @@ def build_model(args):
                    decoder_num_heads=args.decoder_num_heads)
 
 
+def build_optimizer(model, args):
+    """AdamW (0.9, 0.95), weight decay except on norms, biases, position embeddings, [CLS] and [MASK];
+    fused on CUDA."""
+    groups = param_groups_lrd(model, args.weight_decay,
+                              no_weight_decay_list={"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"})
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=fused)
+
+
 def build_loader(dataset, args, videos_per_batch):
     sampler = SkipSampler(torch.utils.data.DistributedSampler(
         dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True, seed=args.seed))
@@ -116,9 +125,7 @@ def main(args):
 
     model = build_model(args).to(device)
     eff_batch = resolve_lr(args, get_world_size())
-    param_groups = param_groups_lrd(model, args.weight_decay, no_weight_decay_list={"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"})
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(param_groups, lr=args.lr, betas=(0.9, 0.95), fused=fused)
+    optimizer = build_optimizer(model, args)
     scaler = grad_scaler(args)
     start_epoch, start_iter = resume(args, model, optimizer, scaler)
     if start_iter >= iters_per_epoch:

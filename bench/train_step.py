@@ -2,12 +2,16 @@
 
     python bench/train_step.py --model siammae_vit_small_patch16 --batch_size 256 --steps 30 [--compile]
 
+With --data_path (pre-extracted frames, videos, ...) the same step is also timed on batches from
+pre-training's own loader (--num_workers, --gpu_decode), and the ratio to the synthetic rate printed.
+
 The model, optimizer and step are pre-training's own (main_pretrain_siam.build_model, the same
 parameter groups and fused AdamW, engine_pretrain.train_one_epoch). FLOPs are counted with
 torch.utils.flop_counter on one forward+backward; MFU is achieved FLOP/s over a bf16 matmul's FLOP/s
 measured in the same process (CUDA only).
 """
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -20,9 +24,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_pretrain_siam  # noqa: E402
+from datasets import build_pretrain_dataset  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
 from util.args import amp_dtype, autocast, grad_scaler, resolve_lr  # noqa: E402
-from util.lr_decay import param_groups_lrd  # noqa: E402
 
 
 def get_args_parser():
@@ -39,6 +43,16 @@ def synthetic_batches(args, n, device):
     frames = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
     skipped = torch.zeros(args.batch_size, dtype=torch.long)
     return [(frames, skipped)] * n
+
+
+def real_batches(args):
+    """Batches of the pre-training loader, epoch after epoch."""
+    dataset = build_pretrain_dataset(args)
+    loader, sampler = main_pretrain_siam.build_loader(dataset, args, args.batch_size // args.repeated_sampling)
+    for epoch in itertools.count():
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        yield from loader
 
 
 def count_flops_per_pair(model, args, device):
@@ -77,24 +91,29 @@ def run(args):
     torch.manual_seed(args.seed)
     model = main_pretrain_siam.build_model(args).to(device)
     resolve_lr(args, 1)
-    groups = param_groups_lrd(model, args.weight_decay, no_weight_decay_list={"cls_token", "mask_token"})
-    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    optimizer = main_pretrain_siam.build_optimizer(model, args)
     scaler = grad_scaler(args)
     flops = count_flops_per_pair(model, args, device)
     step_model = torch.compile(model) if args.compile else model
-    iters = args.warmup_steps + args.steps
-    train_one_epoch(step_model, synthetic_batches(args, args.warmup_steps, device), optimizer, device, 0,
-                    scaler, args, iters_per_epoch=iters)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    t0 = time.perf_counter()
-    train_one_epoch(step_model, synthetic_batches(args, args.steps, device), optimizer, device, 0,
-                    scaler, args, start_iter=args.warmup_steps, iters_per_epoch=iters)
-    sync(device)
-    seconds = time.perf_counter() - t0
-    pairs_per_s = args.steps * args.batch_size / seconds
-    achieved = pairs_per_s * flops / 1e12
+
+    def pairs_per_s(batches):
+        """Warm up on the first warmup_steps batches, then time args.steps steps."""
+        batches = iter(batches)
+        iters = args.warmup_steps + args.steps
+        train_one_epoch(step_model, itertools.islice(batches, args.warmup_steps), optimizer, device, 0,
+                        scaler, args, iters_per_epoch=iters)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        t0 = time.perf_counter()
+        train_one_epoch(step_model, itertools.islice(batches, args.steps), optimizer, device, 0,
+                        scaler, args, start_iter=args.warmup_steps, iters_per_epoch=iters)
+        sync(device)
+        return args.steps * args.batch_size / (time.perf_counter() - t0)
+
+    synthetic = pairs_per_s(synthetic_batches(args, args.warmup_steps + args.steps, device))
+    real = pairs_per_s(real_batches(args)) if args.data_path else None
+    achieved = synthetic * flops / 1e12
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_tflops(device, peak_dtype)
     result = {
@@ -102,10 +121,13 @@ def run(args):
         "torch": torch.__version__, "model": args.model, "batch_size": args.batch_size,
         "input_size": args.input_size, "mask_ratio": args.mask_ratio, "decoder": args.decoder,
         "amp": str(amp_dtype(args)), "compile": args.compile, "steps": args.steps,
-        "pairs_per_s": round(pairs_per_s, 2), "gflop_per_pair": round(flops / 1e9, 3),
+        "pairs_per_s": round(synthetic, 2), "gflop_per_pair": round(flops / 1e9, 3),
         "achieved_tflops": round(achieved, 3),
         f"matmul_{str(peak_dtype).split('.')[-1]}_tflops": round(peak, 2),
         "mfu": round(achieved / peak, 4) if device.type == "cuda" else None,
+        "data_path": args.data_path or None, "num_workers": args.num_workers, "gpu_decode": args.gpu_decode,
+        "data_pairs_per_s": round(real, 2) if real else None,
+        "data_vs_synthetic": round(real / synthetic, 3) if real else None,
         "peak_mem_gib": round((torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30, 3),
     }

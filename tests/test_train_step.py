@@ -6,6 +6,7 @@ import torch
 import models_siammae
 import util.blocks
 from bench import train_step
+from datasets.synthetic import make_frames_folder
 
 
 def naive_sdpa(q, k, v, dropout_p=0.0):
@@ -44,3 +45,14 @@ def test_benchmark_runs_on_cpu_and_reports_figures():
     # forward + backward = 3x forward, 2 FLOPs per multiply-add
     encoder_f1 = 12 * 17 * (4 * 192 * 192 + 2 * 4 * 192 * 192) * 2 * 3
     assert out["gflop_per_pair"] * 1e9 > encoder_f1
+
+
+def test_benchmark_times_the_real_loader_too(tmp_path):
+    frames = make_frames_folder(str(tmp_path / "frames"), num_videos=8, num_frames=8, size=(72, 96))
+    args = train_step.get_args_parser().parse_args(
+        ["--model", "siammae_vit_tiny_patch16", "--batch_size", "4", "--repeated_sampling", "2", "--steps", "2",
+         "--warmup_steps", "1", "--input_size", "64", "--decoder_depth", "1", "--device", "cpu",
+         "--data_path", frames, "--num_workers", "0", "--frame_gap", "2", "4", "--gpu_decode"])
+    out = train_step.run(args)
+    assert out["gpu_decode"] and out["data_pairs_per_s"] > 0
+    assert abs(out["data_vs_synthetic"] - out["data_pairs_per_s"] / out["pairs_per_s"]) < 0.01
