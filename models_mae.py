@@ -146,19 +146,22 @@ class MaskedAutoencoderViT(VisionTransformer):
         return loss, pred, mask
 
 
-def _mae_factory(vit_name, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16):
+def autoencoder_factory(cls, vit_name):
+    """A factory of cls (an MAE or SiamMAE class) with the encoder of vit_name and MAE's decoder
+    (512 wide, 8 blocks, 16 heads); keyword arguments override any of it."""
     def build(**kwargs):
-        cfg = dict(**vit_config(vit_name), decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
-                   decoder_num_heads=decoder_num_heads, mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6))
-        return MaskedAutoencoderViT(**{**cfg, **kwargs})
+        cfg = dict(**vit_config(vit_name), decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16,
+                   mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+        return cls(**{**cfg, **kwargs})
+    build.__name__ = f"{cls.__name__}({vit_name})"
     return build
 
 
-mae_vit_tiny_patch16_dec512d8b = _mae_factory("vit_tiny_patch16")
-mae_vit_small_patch16_dec512d8b = _mae_factory("vit_small_patch16")
-mae_vit_base_patch16_dec512d8b = _mae_factory("vit_base_patch16")
-mae_vit_large_patch16_dec512d8b = _mae_factory("vit_large_patch16")
-mae_vit_huge_patch14_dec512d8b = _mae_factory("vit_huge_patch14")
+mae_vit_tiny_patch16_dec512d8b = autoencoder_factory(MaskedAutoencoderViT, "vit_tiny_patch16")
+mae_vit_small_patch16_dec512d8b = autoencoder_factory(MaskedAutoencoderViT, "vit_small_patch16")
+mae_vit_base_patch16_dec512d8b = autoencoder_factory(MaskedAutoencoderViT, "vit_base_patch16")
+mae_vit_large_patch16_dec512d8b = autoencoder_factory(MaskedAutoencoderViT, "vit_large_patch16")
+mae_vit_huge_patch14_dec512d8b = autoencoder_factory(MaskedAutoencoderViT, "vit_huge_patch14")
 
 # recommended names
 mae_vit_tiny_patch16 = mae_vit_tiny_patch16_dec512d8b

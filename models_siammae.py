@@ -14,13 +14,10 @@ Every variant of the paper's ablations (Table 2) is a constructor option:
 Builds on MAE: patchify, random masking, the decoder embedding and [MASK] tokens, the loss and the
 parameter names are MAE's, so released MAE weights initialise it (util.checkpoint.load_matching).
 """
-from functools import partial
-
 import torch
 import torch.nn as nn
 
-from models_mae import MaskedAutoencoderViT
-from models_vit import vit_config
+from models_mae import MaskedAutoencoderViT, autoencoder_factory
 from util.blocks import Block, CrossBlock, CrossSelfBlock
 
 ENCODERS = ("siam", "joint")
@@ -119,17 +116,8 @@ class SiamMAE(MaskedAutoencoderViT):
         return loss, pred, mask
 
 
-def _siammae_factory(vit_name):
-    def build(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, **kwargs):
-        cfg = dict(**vit_config(vit_name), decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
-                   decoder_num_heads=decoder_num_heads, mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6))
-        return SiamMAE(**{**cfg, **kwargs})
-    build.__name__ = "siammae_" + vit_name
-    return build
-
-
-siammae_vit_tiny_patch16 = _siammae_factory("vit_tiny_patch16")
-siammae_vit_small_patch16 = _siammae_factory("vit_small_patch16")  # the paper's default
-siammae_vit_small_patch8 = _siammae_factory("vit_small_patch8")
-siammae_vit_base_patch16 = _siammae_factory("vit_base_patch16")
-siammae_vit_large_patch16 = _siammae_factory("vit_large_patch16")
+siammae_vit_tiny_patch16 = autoencoder_factory(SiamMAE, "vit_tiny_patch16")
+siammae_vit_small_patch16 = autoencoder_factory(SiamMAE, "vit_small_patch16")  # the paper's default
+siammae_vit_small_patch8 = autoencoder_factory(SiamMAE, "vit_small_patch8")
+siammae_vit_base_patch16 = autoencoder_factory(SiamMAE, "vit_base_patch16")
+siammae_vit_large_patch16 = autoencoder_factory(SiamMAE, "vit_large_patch16")

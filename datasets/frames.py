@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from .sources import UnreadableError
+from .sources import Clip, UnreadableError
 
 MANIFEST_NAME = 'manifest.csv'
 MANIFEST_FIELDS = ('path', 'num_frames', 'fps', 'height', 'width')
@@ -60,7 +60,7 @@ def is_frames_root(path):
             else os.path.basename(path) == MANIFEST_NAME)
 
 
-class FrameClip:
+class FrameClip(Clip):
     """One video's frame folder: `num_frames`, `fps` from the manifest and `read(indices)`."""
 
     def __init__(self, folder, num_frames, fps, height=None, width=None):
@@ -98,12 +98,6 @@ class FrameClip:
                 raise UnreadableError(f'{file}: not a whole JPEG file')
             out.append(torch.from_numpy(data))
         return out
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
 
 
 class FrameSource:

@@ -4,10 +4,10 @@ import os
 
 import cv2
 
-from .sources import IMAGE_EXTENSIONS, UnreadableError, check_file, scan_folder
+from .sources import IMAGE_EXTENSIONS, Clip, UnreadableError, check_file, scan_folder
 
 
-class ImageClip:
+class ImageClip(Clip):
     """One image seen as a clip of one frame: `num_frames` = 1, `read(indices)`."""
 
     num_frames = 1
@@ -23,12 +23,6 @@ class ImageClip:
     def read(self, indices):
         """Every index reads the image: list of (H, W, 3) BGR uint8 (the same array)."""
         return [self.image for _ in indices]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
 
 
 class ImageSource:

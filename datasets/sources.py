@@ -16,6 +16,20 @@ class UnreadableError(Exception):
     """A file that cannot be decoded; its message is '<path>: <reason>'."""
 
 
+class Clip:
+    """Base of the clips sources open: a context manager whose close() (nothing by default)
+    releases the file."""
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def scan_folder(root, extensions):
     """Sorted paths of files under root (any depth) whose name ends with one of extensions.
 

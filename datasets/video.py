@@ -10,13 +10,13 @@ import os
 
 import cv2
 
-from .sources import VIDEO_EXTENSIONS, UnreadableError, check_file, read_path_list, scan_folder
+from .sources import VIDEO_EXTENSIONS, Clip, UnreadableError, check_file, read_path_list, scan_folder
 
 SEEK_AFTER = 64  # frames ahead beyond which seeking (keyframe + decode) tends to beat grab()
 DEFAULT_FPS = 30.0
 
 
-class VideoClip:
+class VideoClip(Clip):
     """An opened video file: `num_frames`, `fps`, `height`, `width` and `read(indices)`."""
 
     def __init__(self, path):
@@ -65,12 +65,6 @@ class VideoClip:
 
     def close(self):
         self.cap.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class VideoSource:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.files import InputError, image_size, list_files, read_indexed_png, stem
+from eval.files import InputError, image_size, list_files, read_indexed_png, read_list, stem
 
 
 @dataclass
@@ -21,13 +21,7 @@ def read_sequence_names(davis_path, split="val"):
     if not os.path.isdir(davis_path):
         raise InputError(f"{davis_path}: no such DAVIS folder")
     listing = os.path.join(davis_path, "ImageSets", "2017", f"{split}.txt")
-    if not os.path.isfile(listing):
-        raise InputError(f"{listing}: missing (the DAVIS-2017 list of {split} sequences)")
-    with open(listing) as f:
-        names = [line.strip() for line in f if line.strip()]
-    if not names:
-        raise InputError(f"{listing}: lists no sequence")
-    return names
+    return read_list(listing, f"the DAVIS-2017 list of {split} sequences")
 
 
 def load_sequence(davis_path, name, resolution="480p"):

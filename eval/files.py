@@ -36,6 +36,18 @@ def list_files(folder, ext, what="files"):
     return [os.path.join(folder, n) for n in names]
 
 
+def read_list(path, what):
+    """The non-empty lines of a list file (sequence or video names); one-line errors if the
+    file is missing or empty. what: e.g. 'the DAVIS-2017 list of val sequences'."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: missing ({what})")
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if not names:
+        raise InputError(f"{path}: lists nothing ({what})")
+    return names
+
+
 def stem(path):
     return os.path.splitext(os.path.basename(path))[0]
 

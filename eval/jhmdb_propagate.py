@@ -23,7 +23,7 @@ import numpy as np
 import scipy.io
 
 from eval import cli, keypoints
-from eval.files import InputError, atomic_path, image_size, list_files, write_csv
+from eval.files import InputError, atomic_path, image_size, list_files, read_list, write_csv
 from eval.propagation import propagate
 
 ALPHAS = (0.1, 0.2)
@@ -48,10 +48,7 @@ def video_name(frames_dir):
 def test_videos(args):
     """[(name, frames_dir, mat_path)] of the test videos."""
     if args.filelist:
-        if not os.path.isfile(args.filelist):
-            raise InputError(f"{args.filelist}: no such file list")
-        with open(args.filelist) as f:
-            rows = [line.split() for line in f if line.strip()]
+        rows = [line.split() for line in read_list(args.filelist, "the list of '<frames_dir> <mat>' lines")]
         bad = [r for r in rows if len(r) != 2]
         if bad:
             raise InputError(f"{args.filelist}: expected '<frames_dir> <mat>' per line, "

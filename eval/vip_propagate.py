@@ -19,7 +19,8 @@ if __name__ == "__main__":  # run as a script: the repo root, not eval/, first o
 import numpy as np
 
 from eval import cli, miou
-from eval.files import InputError, default_palette, list_files, read_indexed_png, stem, write_csv, write_indexed_png
+from eval.files import (InputError, default_palette, list_files, read_indexed_png, read_list, stem, write_csv,
+                        write_indexed_png)
 
 CLASSES = ["background", "hat", "hair", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
            "gloves", "scarf", "skirt", "torso-skin", "face", "right-arm", "left-arm", "right-leg", "left-leg",
@@ -38,13 +39,7 @@ def get_args_parser():
 
 def read_videos(args):
     """[(name, frame paths, {stem: annotation path})], checked: frames, a first-frame annotation."""
-    listing = os.path.join(args.vip_path, args.list)
-    if not os.path.isfile(listing):
-        raise InputError(f"{listing}: missing (the list of videos to evaluate)")
-    with open(listing) as f:
-        names = [line.strip() for line in f if line.strip()]
-    if not names:
-        raise InputError(f"{listing}: lists no video")
+    names = read_list(os.path.join(args.vip_path, args.list), "the list of videos to evaluate")
     videos = []
     for name in names:
         frames = list_files(os.path.join(args.vip_path, args.images, name), ".jpg", "frames")
