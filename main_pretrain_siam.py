@@ -140,10 +140,11 @@ def main(args):
         model = torch.compile(model)
     log_writer = SummaryWriter(args.log_dir or args.output_dir) if is_main_process() else None
 
-    def save(epoch, iteration, name=LAST):
-        state = training_state(model_without_ddp, optimizer, scaler, epoch, iteration, args)
+    def save(epoch, iteration, names=(LAST,)):
+        state = training_state(model_without_ddp, optimizer, scaler, epoch, iteration, args)  # collective
         if is_main_process():
-            save_atomic(state, os.path.join(args.output_dir, name))
+            for name in names:
+                save_atomic(state, os.path.join(args.output_dir, name))
 
     run_iters = [0]
 
@@ -167,9 +168,8 @@ def main(args):
             logger.info(f"stopped after {run_iters[0]} iterations as asked (--stop_after_iters)")
             break
         start_iter = 0
-        save(epoch + 1, 0)
-        if args.save_every and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs):
-            save(epoch + 1, 0, f"checkpoint-{epoch}.pth")
+        keep = args.save_every and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs)
+        save(epoch + 1, 0, (LAST, f"checkpoint-{epoch}.pth") if keep else (LAST,))
         if is_main_process():
             write_epoch_log(args, epoch, stats, log_writer, model_without_ddp, dataset)
     logger.info(f"training time {datetime.timedelta(seconds=int(time.time() - t0))}")
