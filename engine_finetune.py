@@ -21,7 +21,8 @@ from util.args import autocast
 from util.checkpoint import (LAST, compact_keys, encoder_state_dict, find_resume, is_training_checkpoint,
                              load_checkpoint, load_exact, load_matching, model_state_dict, restore_training_state,
                              save_atomic, training_state)
-from util.misc import MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_world_size, is_main_process, logger
+from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, distribute, get_world_size,
+                        is_main_process, logger)
 from util.optim import NonFiniteLoss, backward, optimizer_step
 
 HEAD_KEYS = ("head.", "fc_norm.")
@@ -146,6 +147,21 @@ def build_vit(args, resume, pretrained, drop_path=0.):
     logger.info(f"model: ViT {arch}, input {args.input_size}, {args.nb_classes} classes, "
                 f"{'global pool' if args.global_pool else '[CLS] token'}, drop path {drop_path}")
     return model
+
+
+def init_classifier(args, device, head_std, drop_path=0., wrap=None):
+    """The run's classifier: built (build_vit), wrapped (wrap(model), e.g. a probe head), initialised
+    from --finetune unless resuming, moved to device and distributed.
+    Returns (resume, model, model_without_ddp); resume as in start_point."""
+    resume, pretrained = start_point(args)
+    model = build_vit(args, resume, pretrained, drop_path)
+    if wrap is not None:
+        model = wrap(model)
+    if pretrained is not None:
+        load_pretrained(model, pretrained, args.finetune, head_std)
+    elif resume is None:
+        logger.warning("no --finetune: starting from a randomly initialised encoder")
+    return (resume, *distribute(model.to(device), args))
 
 
 def pretrained_encoder(path):

@@ -23,7 +23,7 @@ from util.optim import NonFiniteLoss
 from util.args import add_classification_args, add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.datasets_cls import build_datasets, build_loaders, build_mixup, finetune_transform
 from util.lr_decay import param_groups_lrd
-from util.misc import distribute, get_world_size, init_run, logger
+from util.misc import get_world_size, init_run, logger
 
 
 def get_args_parser():
@@ -67,13 +67,7 @@ def main(args):
     if mixup_fn is not None and args.batch_size % 2:
         raise ValueError(f"--batch_size {args.batch_size}: mixup/cutmix needs an even batch")
 
-    resume, pretrained = engine.start_point(args)
-    model = engine.build_vit(args, resume, pretrained, drop_path=args.drop_path)
-    if pretrained is not None:
-        engine.load_pretrained(model, pretrained, args.finetune, head_std=2e-5)
-    elif resume is None:
-        logger.warning("no --finetune: training from random initialisation")
-    model, model_without_ddp = distribute(model.to(device), args)
+    resume, model, model_without_ddp = engine.init_classifier(args, device, head_std=2e-5, drop_path=args.drop_path)
 
     eff_batch = resolve_lr(args, get_world_size())
     logger.info(f"{len(train_set)} training images, {len(val_set)} val images, {args.nb_classes} classes; "

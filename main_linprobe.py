@@ -22,7 +22,7 @@ from util.optim import NonFiniteLoss
 from util.args import add_classification_args, add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.datasets_cls import build_datasets, build_loaders, linprobe_transform
 from util.lars import LARS
-from util.misc import distribute, get_world_size, init_run, logger
+from util.misc import get_world_size, init_run, logger
 
 
 def get_args_parser():
@@ -55,13 +55,7 @@ def main(args):
     train_set, val_set = build_datasets(args, linprobe_transform(args))
     loaders = build_loaders(train_set, val_set, args)
 
-    resume, pretrained = engine.start_point(args)
-    model = add_probe_head(engine.build_vit(args, resume, pretrained))
-    if pretrained is not None:
-        engine.load_pretrained(model, pretrained, args.finetune, head_std=0.01)
-    elif resume is None:
-        logger.warning("no --finetune: probing a randomly initialised encoder")
-    model, model_without_ddp = distribute(model.to(device), args)
+    resume, model, model_without_ddp = engine.init_classifier(args, device, head_std=0.01, wrap=add_probe_head)
 
     eff_batch = resolve_lr(args, get_world_size())
     logger.info(f"{len(train_set)} training images, {len(val_set)} val images, {args.nb_classes} classes; "
