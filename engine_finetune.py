@@ -22,7 +22,7 @@ from util.checkpoint import (LAST, compact_keys, encoder_state_dict, find_resume
                              load_checkpoint, load_exact, load_matching, model_state_dict, restore_training_state,
                              save_atomic, training_state)
 from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, distribute, get_world_size,
-                        is_main_process, logger)
+                        is_main_process, log_scalars, logger)
 from util.optim import NonFiniteLoss, backward, optimizer_step
 
 HEAD_KEYS = ("head.", "fc_norm.")
@@ -72,10 +72,7 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch, sca
             loss_sum.zero_()
             loss_count = 0
             meters.update(loss=mean_loss, lr=lr)
-            if log_writer is not None:
-                step = int((epoch + (it + 1) / iters) * 1000)  # x-axis: epochs x 1000
-                log_writer.add_scalar("train/loss", mean_loss, step)
-                log_writer.add_scalar("train/lr", lr, step)
+            log_scalars(log_writer, epoch, (it + 1) / iters, loss=mean_loss, lr=lr)
     return {"loss": meters.meters["loss"].global_avg, "lr": meters.meters["lr"].value}
 
 

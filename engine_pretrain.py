@@ -12,7 +12,7 @@ import torch
 import util.lr_sched as lr_sched
 from datasets import to_device
 from util.args import autocast
-from util.misc import MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_world_size
+from util.misc import MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_world_size, log_scalars
 from util.optim import NonFiniteLoss, backward, optimizer_step
 
 
@@ -70,15 +70,10 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
             loss_sum.zero_()
             loss_count = 0
             logger.update(loss=mean_loss, lr=lr)
-            if log_writer is not None:
-                step = int((epoch + (it + 1) / iters) * 1000)  # x-axis: epochs x 1000
-                log_writer.add_scalar("train/loss", mean_loss, step)
-                log_writer.add_scalar("train/lr", lr, step)
-                now = time.perf_counter()
-                log_writer.add_scalar("train/pairs_per_s", (it + 1 - it_log) * pairs_per_iter / (now - t_log), step)
-                t_log, it_log = now, it + 1
-                if grad_norm is not None:
-                    log_writer.add_scalar("train/grad_norm", float(grad_norm), step)
+            now = time.perf_counter()
+            log_scalars(log_writer, epoch, (it + 1) / iters, loss=mean_loss, lr=lr, grad_norm=grad_norm,
+                        pairs_per_s=(it + 1 - it_log) * pairs_per_iter / (now - t_log))
+            t_log, it_log = now, it + 1
         if step_now and on_step_end is not None:
             if on_step_end(it + 1, lambda: _check_finite(bad_iter, epoch)):
                 break

@@ -202,3 +202,13 @@ def distribute(model, args):
         return model, model
     ids = [args.gpu] if str(args.device).startswith("cuda") else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids), model
+
+
+def log_scalars(writer, epoch, fraction, prefix="train", **values):
+    """TensorBoard scalars at x = (epoch + fraction of it done) x 1000; None values are skipped."""
+    if writer is None:
+        return
+    step = int((epoch + fraction) * 1000)
+    for name, value in values.items():
+        if value is not None:
+            writer.add_scalar(f"{prefix}/{name}", float(value), step)
