@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import main_pretrain_siam
 import models_mae
@@ -50,7 +51,7 @@ def assert_same(a, b):
 
 
 def test_end_to_end_writes_checkpoints_and_logs(videos, tmp_path):
-    model = run(videos, tmp_path, "--epochs", "2", "--save_every", "1")
+    model = run(videos, tmp_path, "--epochs", "2", "--save_every", "1", "--vis_every", "1")
     assert {"checkpoint-last.pth", "checkpoint-0.pth", "checkpoint-1.pth", "log.txt"} <= set(os.listdir(tmp_path))
     lines = [json.loads(line) for line in open(tmp_path / "log.txt")]
     assert [line["epoch"] for line in lines] == [0, 1]
@@ -58,7 +59,11 @@ def test_end_to_end_writes_checkpoints_and_logs(videos, tmp_path):
     ckpt = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
     assert ckpt["epoch"] == 2 and ckpt["iteration"] == 0 and ckpt["args"].model == "siammae_vit_tiny_patch16"
     assert_same(ckpt["model"], model.state_dict())
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/pairs_per_s", "train/grad_norm"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("train/loss")) == 6  # 3 iterations x 2 epochs, print_freq 1
+    assert [image.step for image in events.Images("reconstruction")] == [0, 1]
 
 
 def test_resume_between_epochs_is_exact(videos, tmp_path):
