@@ -80,8 +80,7 @@ class MaskedAutoencoderViT(VisionTransformer):
         1 remove, ids_restore (N, L).
         """
         n, length, _ = x.shape
-        noise = torch.rand(n, length, device=x.device)
-        return self.mask_by_noise(x, noise, int(length * (1 - mask_ratio)))
+        return self.mask_by_noise(x, masking_noise(n, length, x.device), int(length * (1 - mask_ratio)))
 
     @staticmethod
     def mask_by_noise(x, noise, len_keep):
@@ -144,6 +143,13 @@ class MaskedAutoencoderViT(VisionTransformer):
         pred = self.forward_decoder(latent, ids_restore)
         loss = self.forward_loss(imgs, pred, mask)
         return loss, pred, mask
+
+
+@torch.compiler.disable
+def masking_noise(n, length, device):
+    """Uniform noise (n, length) from the global generator. Kept out of torch.compile graphs, whose
+    own random-number generation would draw other masks than eager mode for the same seed."""
+    return torch.rand(n, length, device=device)
 
 
 def autoencoder_factory(cls, vit_name):
