@@ -12,14 +12,12 @@ and a cosine schedule with warm-up. output_dir/checkpoint-last.pth is saved each
 resumed from automatically (a requeued job continues its own run).
 """
 import argparse
-import os
-import sys
 
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 import engine_finetune as engine
-from util.optim import NonFiniteLoss
+from util.optim import run_script
 from util.args import add_classification_args, add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.datasets_cls import build_datasets, build_loaders, build_mixup, finetune_transform
 from util.lr_decay import param_groups_lrd
@@ -80,9 +78,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = argparse.ArgumentParser("SiamMAE fine-tuning", parents=[get_args_parser()]).parse_args()
-    os.makedirs(args.output_dir, exist_ok=True)
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
-        sys.exit(f"error: {e}")
+    run_script("SiamMAE fine-tuning", get_args_parser, main)

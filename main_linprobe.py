@@ -12,13 +12,11 @@ weakly augmented images (random-resized crop, flip). Features: the [CLS] token b
 (--global_pool: the mean patch token). Same engine, resuming and checkpoints as main_finetune.
 """
 import argparse
-import os
-import sys
 
 import torch
 
 import engine_finetune as engine
-from util.optim import NonFiniteLoss
+from util.optim import run_script
 from util.args import add_classification_args, add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.datasets_cls import build_datasets, build_loaders, linprobe_transform
 from util.lars import LARS
@@ -66,9 +64,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = argparse.ArgumentParser("SiamMAE linear probing", parents=[get_args_parser()]).parse_args()
-    os.makedirs(args.output_dir, exist_ok=True)
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
-        sys.exit(f"error: {e}")
+    run_script("SiamMAE linear probing", get_args_parser, main)

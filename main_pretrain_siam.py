@@ -12,7 +12,6 @@ import argparse
 import datetime
 import json
 import os
-import sys
 import time
 
 import torch
@@ -25,7 +24,7 @@ from util.args import add_optimization_args, add_runtime_args, grad_scaler, reso
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
                              model_state_dict, restore_training_state, save_atomic, training_state)
 from util.lr_decay import param_groups_lrd
-from util.optim import NonFiniteLoss
+from util.optim import run_script
 from util.misc import SkipSampler, distribute, get_rank, get_world_size, init_run, is_main_process, logger
 
 
@@ -200,9 +199,4 @@ def log_reconstruction(args, epoch, log_writer, model, dataset):
 
 
 if __name__ == "__main__":
-    args = argparse.ArgumentParser("SiamMAE pre-training", parents=[get_args_parser()]).parse_args()
-    os.makedirs(args.output_dir, exist_ok=True)
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
-        sys.exit(f"error: {e}")
+    run_script("SiamMAE pre-training", get_args_parser, main)

@@ -1,4 +1,9 @@
-"""The optimisation step shared by every training engine: scaled backward, unscale, clip, step."""
+"""What every training script shares around its step: scaled backward, unscale, clip, step; the
+non-finite-loss stop; the command-line entry."""
+import argparse
+import os
+import sys
+
 import torch
 
 
@@ -28,3 +33,14 @@ def optimizer_step(model, optimizer, scaler, clip_grad, want_norm=False):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return norm
+
+
+def run_script(title, get_args_parser, main):
+    """The command line of a training script: parse (with -h), create output_dir, run main(args);
+    bad input or a non-finite loss ends the run with one line instead of a traceback."""
+    args = argparse.ArgumentParser(title, parents=[get_args_parser()]).parse_args()
+    os.makedirs(args.output_dir, exist_ok=True)
+    try:
+        main(args)
+    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
+        sys.exit(f"error: {e}")
