@@ -12,7 +12,6 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.models.layers import trunc_normal_
 from torch.utils.tensorboard import SummaryWriter
 
 import models_vit
@@ -176,7 +175,7 @@ def load_pretrained(model, state_dict, source, head_std):
         raise ValueError(f"{source}: the checkpoint lacks encoder weights {compact_keys(missing)} "
                          "(a different architecture? check --model)")
     linear = model.head[-1] if isinstance(model.head, torch.nn.Sequential) else model.head
-    trunc_normal_(linear.weight, std=head_std)
+    torch.nn.init.trunc_normal_(linear.weight, std=head_std)
     torch.nn.init.zeros_(linear.bias)
     logger.info(report.summary())
 

@@ -14,14 +14,13 @@ resumed from automatically (a requeued job continues its own run).
 import argparse
 
 import torch
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 import engine_finetune as engine
-from util.optim import run_script
 from util.args import add_classification_args, add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.datasets_cls import build_datasets, build_loaders, build_mixup, finetune_transform
 from util.lr_decay import param_groups_lrd
 from util.misc import get_world_size, init_run, logger
+from util.optim import run_script
 
 
 def get_args_parser():
@@ -50,11 +49,10 @@ def get_args_parser():
 
 
 def build_criterion(args, mixup_fn):
+    """Cross-entropy: against mixup's soft targets (which carry the smoothing), else with label smoothing."""
     if mixup_fn is not None:
-        return SoftTargetCrossEntropy()  # smoothing is in the mixed targets
-    if args.smoothing > 0:
-        return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
-    return torch.nn.CrossEntropyLoss()
+        return torch.nn.CrossEntropyLoss()  # class-probability targets
+    return torch.nn.CrossEntropyLoss(label_smoothing=args.smoothing)
 
 
 def main(args):

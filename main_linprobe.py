@@ -16,11 +16,11 @@ import argparse
 import torch
 
 import engine_finetune as engine
-from util.optim import run_script
 from util.args import add_classification_args, add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.datasets_cls import build_datasets, build_loaders, linprobe_transform
 from util.lars import LARS
 from util.misc import get_world_size, init_run, logger
+from util.optim import run_script
 
 
 def get_args_parser():

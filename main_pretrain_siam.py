@@ -24,8 +24,8 @@ from util.args import add_optimization_args, add_runtime_args, grad_scaler, reso
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
                              model_state_dict, restore_training_state, save_atomic, training_state)
 from util.lr_decay import param_groups_lrd
-from util.optim import run_script
 from util.misc import SkipSampler, distribute, get_rank, get_world_size, init_run, is_main_process, logger
+from util.optim import run_script
 
 
 def get_args_parser():

@@ -101,3 +101,16 @@ def test_no_architecture_and_missing_data_are_clear_errors(image_folder, tmp_pat
     with pytest.raises(ValueError, match="--eval needs --resume"):
         run(image_folder, tmp_path / "empty", "--eval")
 
+
+
+def test_criterion_soft_targets_and_label_smoothing_by_hand():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 5), torch.tensor([0, 3, 1, 4])
+    logp = logits.log_softmax(-1)
+    args = argparse.Namespace(smoothing=0.1)
+    smoothed = main_finetune.build_criterion(args, mixup_fn=None)(logits, labels)
+    nll = -logp[torch.arange(4), labels]
+    torch.testing.assert_close(smoothed, (0.9 * nll + 0.1 * -logp.mean(-1)).mean())
+    soft = torch.softmax(torch.randn(4, 5), -1)  # mixup's mixed targets
+    mixed = main_finetune.build_criterion(args, mixup_fn=object())(logits, soft)
+    torch.testing.assert_close(mixed, (-(soft * logp).sum(-1)).mean())
