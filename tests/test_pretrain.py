@@ -73,13 +73,15 @@ def test_resume_between_epochs_is_exact(videos, tmp_path):
     assert_same(straight, resumed)
 
 
-def test_resume_inside_an_epoch_is_exact(videos, tmp_path):
-    # 6 videos / 2 per batch = 3 iterations per epoch; stop after 4 = inside epoch 1
-    straight = weights(run(videos, tmp_path / "a", "--epochs", "2"))
-    run(videos, tmp_path / "b", "--epochs", "2", "--stop_after_iters", "4")
+@pytest.mark.parametrize("accum, stop, position", [("1", "4", (1, 1)), ("2", "2", (0, 2))])
+def test_resume_inside_an_epoch_is_exact(videos, tmp_path, accum, stop, position):
+    # 6 videos / 2 per batch = 3 iterations per epoch; stop after 4 = inside epoch 1, or with
+    # accumulation over 2 iterations, after the first optimizer step of epoch 0
+    straight = weights(run(videos, tmp_path / "a", "--epochs", "2", "--accum_iter", accum))
+    run(videos, tmp_path / "b", "--epochs", "2", "--accum_iter", accum, "--stop_after_iters", stop)
     ckpt = load_checkpoint(str(tmp_path / "b" / "checkpoint-last.pth"))
-    assert (ckpt["epoch"], ckpt["iteration"]) == (1, 1)
-    resumed = weights(run(videos, tmp_path / "b", "--epochs", "2"))
+    assert (ckpt["epoch"], ckpt["iteration"]) == position
+    resumed = weights(run(videos, tmp_path / "b", "--epochs", "2", "--accum_iter", accum))
     assert_same(straight, resumed)
 
 
