@@ -66,10 +66,13 @@ def test_end_to_end_writes_checkpoints_and_logs(videos, tmp_path):
     assert [image.step for image in events.Images("reconstruction")] == [0, 1]
 
 
-def test_resume_between_epochs_is_exact(videos, tmp_path):
-    straight = weights(run(videos, tmp_path / "a", "--epochs", "2"))
-    run(videos, tmp_path / "b", "--epochs", "1")
-    resumed = weights(run(videos, tmp_path / "b", "--epochs", "2"))  # picks up checkpoint-last.pth
+@pytest.mark.parametrize("amp", ["none", "fp16"])  # fp16: the grad scaler's state is restored too
+def test_resume_between_epochs_is_exact(videos, tmp_path, amp):
+    straight = weights(run(videos, tmp_path / "a", "--epochs", "2", "--amp", amp))
+    run(videos, tmp_path / "b", "--epochs", "1", "--amp", amp)
+    ckpt = load_checkpoint(str(tmp_path / "b" / "checkpoint-last.pth"))
+    assert (ckpt["scaler"] is None) == (amp == "none")
+    resumed = weights(run(videos, tmp_path / "b", "--epochs", "2", "--amp", amp))  # picks up checkpoint-last.pth
     assert_same(straight, resumed)
 
 
