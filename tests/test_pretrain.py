@@ -1,6 +1,7 @@
 """Pre-training end to end on tiny generated videos, on the CPU."""
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import main_pretrain_siam
 import models_mae
-from datasets.synthetic import make_frames_folder, make_video_folder
+from datasets.synthetic import make_frames_folder, make_image_folder, make_video_folder
 from util.optim import NonFiniteLoss
 from util.checkpoint import encoder_state_dict, load_checkpoint
 
@@ -166,3 +167,12 @@ def test_gpu_decode_path_trains_from_extracted_frames(tmp_path):
     # the same pairs and crops, resampled by another kernel: close, not equal, weights after training
     diffs = [(plain[k] - decoded[k]).abs().max().item() for k in plain if plain[k].is_floating_point()]
     assert 0 < max(diffs) < 1e-2
+
+
+def test_crop_pretext_trains_on_an_image_folder(tmp_path):
+    images = str(tmp_path / "images")
+    make_image_folder(images, num_images=6, size=(80, 100))
+    model = run(images, tmp_path / "out", "--epochs", "1", "--pretext", "crop")
+    lines = [json.loads(line) for line in open(tmp_path / "out" / "log.txt")]
+    assert lines[0]["data_items"] == 6 and math.isfinite(lines[0]["train_loss"])
+    assert model.patch_embed.grid_size == (4, 4)
