@@ -45,6 +45,8 @@ def get_args_parser():
     g.add_argument("--norm_pix_loss", action=argparse.BooleanOptionalAction, default=True,
                    help="predict per-patch normalised pixels (the paper's target)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile mode (reduce-overhead: CUDA graphs)")
     g = parser.add_argument_group("data")
     g.add_argument("--data_path", default="", help="videos, a video list, extracted frames or (crop) images; "
                    "empty: the embedded demo clips")
@@ -136,7 +138,7 @@ def main(args):
                 f"lr {args.lr:.3e} (blr {args.blr:.3e})")
     model, model_without_ddp = distribute(model, args)
     if args.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=args.compile_mode)
     log_writer = SummaryWriter(args.log_dir or args.output_dir) if is_main_process() else None
 
     def save(epoch, iteration, names=(LAST,)):

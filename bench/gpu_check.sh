@@ -21,6 +21,7 @@ step() { timeout "$1" python3 bench/train_step.py "${@:2}" 2>>"$OUT/stderr.txt" 
 # the reference configuration: ViT-S/16, batch 256, 95% masking, 512x8 decoder, bf16
 step 120 --model siammae_vit_small_patch16 --batch_size 256 --steps 30 --amp bf16
 step 240 --model siammae_vit_small_patch16 --batch_size 256 --steps 30 --amp bf16 --compile
+step 240 --model siammae_vit_small_patch16 --batch_size 256 --steps 30 --amp bf16 --compile --compile_mode max-autotune
 step 120 --model siammae_vit_small_patch8 --batch_size 128 --steps 20 --amp bf16
 step 120 --model siammae_vit_base_patch16 --batch_size 256 --steps 20 --amp bf16
 

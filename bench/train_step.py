@@ -94,7 +94,7 @@ def run(args):
     optimizer = main_pretrain_siam.build_optimizer(model, args)
     scaler = grad_scaler(args)
     flops = count_flops_per_pair(model, args, device)
-    step_model = torch.compile(model) if args.compile else model
+    step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
 
     def pairs_per_s(batches):
         """Warm up on the first warmup_steps batches, then time args.steps steps."""
@@ -120,7 +120,7 @@ def run(args):
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "model": args.model, "batch_size": args.batch_size,
         "input_size": args.input_size, "mask_ratio": args.mask_ratio, "decoder": args.decoder,
-        "amp": str(amp_dtype(args)), "compile": args.compile, "steps": args.steps,
+        "amp": str(amp_dtype(args)), "compile": args.compile and args.compile_mode, "steps": args.steps,
         "pairs_per_s": round(synthetic, 2), "gflop_per_pair": round(flops / 1e9, 3),
         "achieved_tflops": round(achieved, 3),
         f"matmul_{str(peak_dtype).split('.')[-1]}_tflops": round(peak, 2),
