@@ -25,8 +25,9 @@ def _check_finite(bad_iter, epoch):
 
 def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, log_writer=None,
                     start_iter=0, iters_per_epoch=None, on_step_end=None):
-    """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W) uint8, n_skipped (B,)), or undecoded pairs
-    (datasets.EncodedPairs, --gpu_decode) that datasets.to_device decodes on the device.
+    """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W) uint8,
+    n_skipped (B,)), or undecoded pairs (datasets.EncodedPairs, --gpu_decode) that
+    datasets.to_device decodes on the device.
 
     on_step_end(iteration, ensure_finite) is called after each optimizer step (iteration = the next
     one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
@@ -35,8 +36,8 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     model.train()
     iters = iters_per_epoch or len(data_loader) + start_iter
     accum = args.accum_iter
-    logger = MetricLogger()
-    logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.2e}"))
+    meters = MetricLogger()
+    meters.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.2e}"))
     loss_sum = torch.zeros((), device=device)
     loss_count, skipped = 0, torch.zeros((), dtype=torch.long)
     bad_iter = torch.full((), -1, dtype=torch.long, device=device)
@@ -45,7 +46,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     optimizer.zero_grad(set_to_none=True)
     header = f"Epoch: [{epoch}]"
     t_log, it_log = time.perf_counter(), start_iter
-    batches = logger.log_every(data_loader, args.print_freq, header, total=iters,
+    batches = meters.log_every(data_loader, args.print_freq, header, total=iters,
                                samples_per_iter=pairs_per_iter, start=start_iter)
     for it, batch in enumerate(batches, start=start_iter):
         if it % accum == 0:
@@ -69,7 +70,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
             mean_loss = all_reduce_mean((loss_sum / max(loss_count, 1)).item())
             loss_sum.zero_()
             loss_count = 0
-            logger.update(loss=mean_loss, lr=lr)
+            meters.update(loss=mean_loss, lr=lr)
             now = time.perf_counter()
             log_scalars(log_writer, epoch, (it + 1) / iters, loss=mean_loss, lr=lr, grad_norm=grad_norm,
                         pairs_per_s=(it + 1 - it_log) * pairs_per_iter / (now - t_log))
@@ -78,6 +79,6 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
             if on_step_end(it + 1, lambda: _check_finite(bad_iter, epoch)):
                 break
     _check_finite(bad_iter, epoch)
-    stats = {k: m.global_avg for k, m in logger.meters.items()}
+    stats = {k: m.global_avg for k, m in meters.meters.items()}
     stats["skipped_videos"] = int(all_reduce_sum(int(skipped)))
     return stats
