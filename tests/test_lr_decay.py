@@ -66,3 +66,10 @@ def test_frozen_parameters_are_left_out_and_scales_reach_the_optimizer():
 def test_no_layer_decay_gives_one_scale():
     groups = param_groups_lrd(tiny_vit(), weight_decay=0.05, layer_decay=1.0)
     assert {g["lr_scale"] for g in groups} == {1.0}
+
+
+def test_without_layer_decay_there_are_two_groups():
+    model = tiny_vit()
+    groups = param_groups_lrd(model, weight_decay=0.05, no_weight_decay_list=NO_DECAY, layer_decay=1.0)
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.05] and all(g["lr_scale"] == 1.0 for g in groups)
+    assert len(param_groups_lrd(model, 0.05, NO_DECAY, layer_decay=0.5)) == 2 * (3 + 2)  # 5 layer scales
