@@ -14,6 +14,8 @@ Every variant of the paper's ablations (Table 2) is a constructor option:
 Builds on MAE: patchify, random masking, the decoder embedding and [MASK] tokens, the loss and the
 parameter names are MAE's, so released MAE weights initialise it (util.checkpoint.load_matching).
 """
+import functools
+
 import torch
 import torch.nn as nn
 
@@ -23,6 +25,22 @@ from util.blocks import Block, CrossBlock, CrossSelfBlock
 ENCODERS = ("siam", "joint")
 DECODERS = {"cross_self": CrossSelfBlock, "cross": CrossBlock, "joint": Block}
 MASK_PATTERNS = ("random", "grid")
+
+
+@functools.lru_cache(maxsize=None)
+def grid_noise(h, w, mask_ratio, device):
+    """Noise (1, h*w) whose ascending order keeps the grid pattern's patches first (each group in
+    raster order), and how many are kept; made once per grid and device (no host sync per step)."""
+    ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    if mask_ratio == 0.5:
+        keep = (ii + jj) % 2 == 0
+    elif mask_ratio == 0.75:
+        keep = (ii % 2 == 0) & (jj % 2 == 0)
+    else:
+        raise ValueError(f"grid masking supports mask ratios 0.5 and 0.75, got {mask_ratio}")
+    keep = keep.flatten()
+    noise = (~keep).float() + torch.arange(h * w) / (2. * h * w)
+    return noise[None].to(device), int(keep.sum())
 
 
 class SiamMAE(MaskedAutoencoderViT):
@@ -46,18 +64,8 @@ class SiamMAE(MaskedAutoencoderViT):
     def grid_masking(self, x, mask_ratio):
         """The same regular pattern for every sample: ratio 0.5 keeps every alternate patch
         (checkerboard), 0.75 one patch in each 2x2 cell. x: (N, L, D) -> as random_masking."""
-        h, w = self.patch_embed.grid_size
-        ii, jj = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
-        if mask_ratio == 0.5:
-            keep = (ii + jj) % 2 == 0
-        elif mask_ratio == 0.75:
-            keep = (ii % 2 == 0) & (jj % 2 == 0)
-        else:
-            raise ValueError(f"grid masking supports mask ratios 0.5 and 0.75, got {mask_ratio}")
-        keep = keep.flatten()
-        # kept patches first, each group in raster order
-        noise = (~keep).float() + torch.arange(h * w, device=x.device) / (2. * h * w)
-        return self.mask_by_noise(x, noise.expand(x.shape[0], -1), int(keep.sum()))
+        noise, len_keep = grid_noise(*self.patch_embed.grid_size, mask_ratio, x.device)
+        return self.mask_by_noise(x, noise.expand(x.shape[0], -1), len_keep)
 
     def mask_frame(self, x, mask_ratio):
         """x: (N, L, D) -> kept tokens, mask (N, L), ids_restore (N, L) or None when nothing is
