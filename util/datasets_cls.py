@@ -13,8 +13,7 @@ import torch
 from timm.data.mixup import mixup_target
 from torchvision import datasets, transforms
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from util.image import IMAGENET_MEAN, IMAGENET_STD
 
 
 def finetune_transform(args):
