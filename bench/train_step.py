@@ -14,6 +14,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -33,6 +34,8 @@ def get_args_parser():
     parser = argparse.ArgumentParser("SiamMAE training-step benchmark", parents=[main_pretrain_siam.get_args_parser()])
     parser.add_argument("--steps", default=30, type=int, help="timed steps")
     parser.add_argument("--warmup_steps", default=5, type=int)
+    parser.add_argument("--profile", default="", help="also profile 5 steps: print where device time goes "
+                        "(one JSON line) and write the top kernels to this file")
     parser.set_defaults(batch_size=256, repeated_sampling=1, print_freq=10 ** 9, warmup_epochs=0)
     return parser
 
@@ -81,6 +84,53 @@ def matmul_tflops(device, dtype, n=8192, reps=20):
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
 
 
+KERNEL_KINDS = (  # (kind, pattern on a CUDA kernel's or a CPU op's name), first match wins
+    ("matmul", r"^triton_tem"),  # Inductor's matmul templates (max-autotune)
+    ("inductor_fused", r"^triton_"),
+    ("attention", r"flash|fmha|attention|sdpa"),
+    ("optimizer", r"adam|multi_tensor|foreach"),
+    ("matmul", r"gemm|nvjet|cutlass|xmma|matmul|\bmm\b|addmm|bmm|linear"),
+    ("layernorm", r"layer_norm|layernorm"),
+    ("elementwise", r"elementwise|reduce|copy|cat|index|gather|scatter|softmax|gelu|add|mul"),
+)
+
+
+def kernel_kind(name):
+    low = name.lower()
+    return next((kind for kind, pattern in KERNEL_KINDS if re.search(pattern, low)), "other")
+
+
+def profile_breakdown(step, n, device, path):
+    """Run step(n) under torch.profiler: device time per kind of kernel (ms per step), the share of
+    the wall time the device was busy, and the 30 costliest kernels written to path."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        step(n)
+        sync(device)
+    wall = time.perf_counter() - t0
+    rows = prof.key_averages()
+    if cuda:
+        times = {e.key: e.self_device_time_total for e in rows if e.device_type == DeviceType.CUDA}
+    else:  # leaf operators' own CPU time
+        times = {e.key: e.self_cpu_time_total for e in rows if e.key.startswith("aten::")}
+    by_kind = {}
+    for name, us in times.items():
+        by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + us / 1e3 / n
+    busy = sum(times.values()) / 1e6 / wall
+    top = sorted(times.items(), key=lambda kv: -kv[1])[:30]
+    with open(path, "w") as f:
+        f.write(f"{'ms/step':>9}  {'kind':<18} kernel\n")
+        f.writelines(f"{us / 1e3 / n:9.3f}  {kernel_kind(k):<18} {k[:160]}\n" for k, us in top)
+    return {"ms_per_step_by_kind": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "wall_ms_per_step": round(wall * 1e3 / n, 3), "device_busy": round(busy, 3),
+            "top_kernels": path}
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -112,6 +162,11 @@ def run(args):
         return args.steps * args.batch_size / (time.perf_counter() - t0)
 
     synthetic = pairs_per_s(synthetic_batches(args, args.warmup_steps + args.steps, device))
+    if args.profile:
+        def steps(n):
+            train_one_epoch(step_model, synthetic_batches(args, n, device), optimizer, device, 0, scaler, args,
+                            iters_per_epoch=n)
+        profile = profile_breakdown(steps, 5, device, args.profile)
     real = pairs_per_s(real_batches(args)) if args.data_path else None
     achieved = synthetic * flops / 1e12
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -128,6 +183,7 @@ def run(args):
         "data_path": args.data_path or None, "num_workers": args.num_workers, "gpu_decode": args.gpu_decode,
         "data_pairs_per_s": round(real, 2) if real else None,
         "data_vs_synthetic": round(real / synthetic, 3) if real else None,
+        "profile": profile if args.profile else None,
         "peak_mem_gib": round((torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30, 3),
     }
