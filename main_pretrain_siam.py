@@ -23,6 +23,7 @@ from engine_pretrain import train_one_epoch
 from util.args import add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
                              model_state_dict, restore_training_state, save_atomic, training_state)
+from util.blocks import SDPA_BACKENDS, set_attention_backend
 from util.lr_decay import param_groups_lrd
 from util.misc import SkipSampler, distribute, get_rank, get_world_size, init_run, is_main_process, logger
 from util.optim import run_script
@@ -45,8 +46,11 @@ def get_args_parser():
     g.add_argument("--norm_pix_loss", action=argparse.BooleanOptionalAction, default=True,
                    help="predict per-patch normalised pixels (the paper's target)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+    g.add_argument("--compile_mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                    help="torch.compile mode (reduce-overhead: CUDA graphs)")
+    g.add_argument("--sdpa", default="auto", choices=SDPA_BACKENDS,
+                   help="fused attention kernels to use on CUDA (auto: PyTorch's choice per call)")
     g = parser.add_argument_group("data")
     g.add_argument("--data_path", default="", help="videos, a video list, extracted frames or (crop) images; "
                    "empty: the embedded demo clips")
@@ -72,6 +76,7 @@ def build_model(args):
     factory = getattr(models_siammae, args.model, None)
     if factory is None or not args.model.startswith("siammae_"):
         raise ValueError(f"--model {args.model}: not a SiamMAE factory (e.g. siammae_vit_small_patch16)")
+    set_attention_backend(args.sdpa)
     return factory(img_size=args.input_size, encoder=args.encoder, decoder=args.decoder,
                    mask_pattern=args.mask_pattern, norm_pix_loss=args.norm_pix_loss,
                    decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,

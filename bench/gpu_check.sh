@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The prepared GPU check for a session lent a device machine (issue 7): one call, at most BUDGET (520) s;
-# the most important figures come first, later ones are skipped when the budget runs out.
+# The prepared GPU check for a session lent a device machine (issue 7): one call, at most BUDGET (480) s;
+# sections run in the order named, and a section is skipped when the budget cannot cover it.
 #
+#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers data autotune models propagation
+#                                             (default: all, in that order)
 # Here, once:   echo /.whl/ >> .git/info/exclude
 #               pip download --no-deps --only-binary=:all: -d .whl timm==0.4.12
-# Then:         run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=590); give_back.
-# Smoke test on the CPU (tiny sizes, same commands):  SMOKE=1 bash bench/gpu_check.sh
+# Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], timeout_s=BUDGET+60); give_back.
+# Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
-# costliest kernels of the eager and compiled steps go to $OUT/top_*.txt.
+# costliest kernels of profiled steps go to $OUT/top_*.txt, and each section's start time to stderr.txt.
 set -uo pipefail
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
@@ -21,35 +23,46 @@ else
 fi
 export PYTHONUNBUFFERED=1
 LOG="$OUT/gpu_check.jsonl"
+ERR="$OUT/stderr.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
-python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
+python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
 
-BUDGET=${BUDGET:-520}  # seconds for the whole script: it must end inside one call's limit
+BUDGET=${BUDGET:-480}  # seconds for the whole script: it must end inside one call's limit
 if [ -n "${SMOKE:-}" ]; then  # the same commands at tiny sizes, on the CPU
   TINY=(--device cpu --input_size 64 --batch_size 4 --steps 1 --warmup_steps 1 --num_workers 2)
-  FRAMES_COPIES=16; PROP=(--devices cpu --model vit_tiny_patch16 --height 120 --width 160 --short_side 120 --frames 4)
+  COPIES=16; WORKERS=1,2; PAIRS=200; DEV=cpu; ATTN=(--device cpu --batch_size 2 --input_size 64 --reps 2)
+  PROP=(--devices cpu --model vit_tiny_patch16 --height 120 --width 160 --short_side 120 --frames 4)
   BUDGET=100000
 else
-  TINY=(); FRAMES_COPIES=2048; PROP=(--devices cuda --bf16)
+  TINY=(); COPIES=2048; WORKERS=1,14; PAIRS=3000; DEV=cuda; ATTN=(); PROP=(--devices cuda --bf16)
 fi
 limit() { local left=$((BUDGET - SECONDS)); echo $(( $1 < left ? $1 : left )); }
-step() {
+py() {  # py SECONDS script args...: run a bench script within the budget, keep its JSON lines
   local t; t=$(limit "$1")
-  if [ "$t" -lt 20 ]; then echo "skipped (time budget): $*" | tee -a "$OUT/stderr.txt"; return; fi
-  echo "== ${*:2}" >> "$OUT/stderr.txt"
-  timeout "$t" python3 bench/train_step.py "${@:2}" "${TINY[@]}" 2>>"$OUT/stderr.txt" | grep '^{' | tee -a "$LOG"
+  if [ "$t" -lt 20 ]; then echo "skipped (time budget): ${*:2}" | tee -a "$ERR"; return 1; fi
+  echo "== ${SECONDS}s: ${*:2}" >> "$ERR"
+  timeout "$t" python3 "${@:2}" 2>>"$ERR" | grep '^{' | tee -a "$LOG"
 }
+step() { py "$1" bench/train_step.py "${@:2}" "${TINY[@]}"; }
 S16=(--model siammae_vit_small_patch16 --batch_size 256 --amp bf16)  # the issue's reference configuration
+FASTEST=auto
 
-step 90 "${S16[@]}" --steps 30 --profile "$OUT/top_eager.txt"
-step 200 "${S16[@]}" --steps 30 --compile --profile "$OUT/top_compiled.txt"
-
-# the data path: pre-extracted frames, CPU decode vs --gpu_decode, against synthetic pairs (eager step)
-[ "$(limit 150)" -ge 150 ] && python3 - "$FRAMES_COPIES" <<'PY'
+steps() { step 90 "${S16[@]}" --steps 30 --profile "$OUT/top_eager.txt"; }
+compiled() { step 200 "${S16[@]}" --steps 30 --compile --profile "$OUT/top_compiled.txt"; }
+levers() {  # attention kernels on the step's shapes; the step compiled with the fastest family
+  FASTEST=$(py 60 bench/attention.py "${ATTN[@]}" | grep attention_per_step_ms \
+            | python3 -c "import json,sys; print(json.loads(sys.stdin.read() or '{}').get('fastest') or 'auto')")
+  echo "fastest attention kernels: $FASTEST" | tee -a "$ERR"
+  [ "$FASTEST" != auto ] && step 200 "${S16[@]}" --steps 30 --compile --sdpa "$FASTEST" \
+      --profile "$OUT/top_compiled_$FASTEST.txt"
+}
+make_frames() {  # 8 distinct clips, copied to many videos
+  [ -f /tmp/frames/manifest.csv ] && return
+  python3 - "$COPIES" <<'PY'
 import os, shutil, sys
 from datasets.frames import read_manifest, write_manifest
 from datasets.synthetic import make_frames_folder
-make_frames_folder('/tmp/frames', 8, 16, size=(256, 340))  # 8 distinct clips, copied to many videos
+make_frames_folder('/tmp/frames', 8, 16, size=(256, 340))
 rows = read_manifest('/tmp/frames/manifest.csv')
 copies = []
 for k in range(int(sys.argv[1])):
@@ -59,15 +72,42 @@ for k in range(int(sys.argv[1])):
     copies.append({**src, 'path': rel})
 write_manifest('/tmp/frames/manifest.csv', copies)
 PY
-DATA=(--repeated_sampling 2 --steps 20 --data_path /tmp/frames --num_workers 14)
-[ -f /tmp/frames/manifest.csv ] && step 100 "${S16[@]}" "${DATA[@]}"
-[ -f /tmp/frames/manifest.csv ] && step 100 "${S16[@]}" "${DATA[@]}" --gpu_decode
+}
+data() {  # the loader alone, then the step fed by it: CPU decode vs --gpu_decode
+  [ "$(limit 150)" -ge 150 ] || { echo "skipped (time budget): data" | tee -a "$ERR"; return; }
+  make_frames
+  python3 - "$DEV" <<'PY' 2>>"$ERR" | tee -a "$LOG"  # nvJPEG on this machine: baseline and progressive files
+import glob, io, json, sys, time
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+files = sorted(glob.glob('/tmp/frames/copies/video_00000/*.jpg'))[:8]
+baseline = [read_file(f) for f in files]
+buf = io.BytesIO()
+Image.open(files[0]).save(buf, 'JPEG', quality=90, progressive=True)
+progressive = [torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)] * 8
+for name, jpegs in (('baseline_1', baseline[:1]), ('baseline_8', baseline), ('progressive_8', progressive)):
+    try:
+        t0 = time.perf_counter()
+        decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=sys.argv[1])
+        print(json.dumps({'probe': 'decode_jpeg', 'files': name, 'ok': True, 's': round(time.perf_counter() - t0, 4)}))
+    except RuntimeError as e:
+        print(json.dumps({'probe': 'decode_jpeg', 'files': name, 'ok': False, 'error': str(e).splitlines()[0]}))
+PY
+  py 60 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "$WORKERS" \
+      --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
+  local d=(--repeated_sampling 2 --steps 20 --data_path /tmp/frames --num_workers 14)
+  step 100 "${S16[@]}" "${d[@]}"
+  step 100 "${S16[@]}" "${d[@]}" --gpu_decode
+}
+models() {
+  step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15 --sdpa "$FASTEST"
+  step 60 --model siammae_vit_small_patch8 --batch_size 128 --amp bf16 --steps 15 --sdpa "$FASTEST"
+}
+autotune() { step 400 "${S16[@]}" --steps 30 --compile --compile_mode max-autotune-no-cudagraphs --sdpa "$FASTEST"; }
+propagation() { py 100 bench/propagation.py "${PROP[@]}"; }
 
-step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15
-step 60 --model siammae_vit_small_patch8 --batch_size 128 --amp bf16 --steps 15
-step 200 "${S16[@]}" --steps 30 --compile --compile_mode reduce-overhead
-
-# label propagation, ViT-S/16 at 480p
-t=$(limit 100)
-[ "$t" -ge 20 ] && timeout "$t" python3 bench/propagation.py "${PROP[@]}" 2>>"$OUT/stderr.txt" | grep '^{' | tee -a "$LOG"
+for section in "${@:-steps compiled levers data autotune models propagation}"; do
+  for s in $section; do "$s"; done
+done
 echo "gpu_check done in ${SECONDS}s"

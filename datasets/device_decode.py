@@ -33,7 +33,12 @@ def collate_encoded(items, size):
 
 def decode_crop(jpegs, crops, size, device):
     """Decode and crop pairs on device -> (B*R, 2, 3, size, size) float32 RGB in 0..255."""
-    images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+    try:
+        images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as e:  # e.g. nvJPEG's hardware decoder unusable on this machine
+        reason = str(e).splitlines()[0]
+        raise RuntimeError(f"--gpu_decode: decoding {len(jpegs)} JPEG frames on {device} failed ({reason}); "
+                           "train without --gpu_decode (the loader workers then decode)") from None
     frame_crops = crops.to(device).repeat_interleave(2, dim=0)  # (2BR, 5): one row per frame
     out = torch.empty(len(images), 3, size, size, device=device)
     by_shape = defaultdict(list)

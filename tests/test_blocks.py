@@ -1,8 +1,10 @@
+import pytest
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block as TimmBlock
 
-from util.blocks import Attention, Block, CrossAttention, CrossBlock, CrossSelfBlock
+from util.blocks import (Attention, Block, CrossAttention, CrossBlock, CrossSelfBlock, PatchEmbed,
+                         set_attention_backend)
 
 
 def naive_attention(q, k, v):
@@ -59,3 +61,24 @@ def test_cross_self_block_uses_context():
     a, b = blk(x, torch.randn(1, 9, 32)), blk(x, torch.randn(1, 9, 32))
     assert not torch.allclose(a, b)
     assert isinstance(blk.norm_q, nn.LayerNorm)
+
+
+def test_patch_embed_as_matrix_product_equals_the_strided_convolution():
+    torch.manual_seed(0)
+    embed = PatchEmbed(img_size=32, patch_size=8, in_chans=3, embed_dim=24)
+    x = torch.randn(2, 3, 32, 48)  # not square: 4 x 6 patches
+    expected = torch.nn.functional.conv2d(x, embed.proj.weight, embed.proj.bias, stride=8).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(embed(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_backend_choice_sets_the_flags_and_rejects_unknown_names():
+    try:
+        set_attention_backend("flash")
+        cuda = torch.backends.cuda
+        assert cuda.flash_sdp_enabled() and not cuda.cudnn_sdp_enabled() and not cuda.mem_efficient_sdp_enabled()
+        assert cuda.math_sdp_enabled()  # the fallback for shapes the kernel does not take
+        with pytest.raises(ValueError, match="attention backend"):
+            set_attention_backend("fastest")
+    finally:
+        set_attention_backend("auto")
+    assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()

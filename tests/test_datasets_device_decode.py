@@ -69,3 +69,17 @@ def test_truncated_jpegs_are_skipped_in_the_worker(frames_root, tmp_path):
 def test_device_decode_needs_extracted_frames(tmp_path):
     with pytest.raises(ValueError, match="needs pre-extracted frames"):
         PairDataset(VideoSource([str(tmp_path / "a.mp4")], name="videos"), encoded=True)
+
+
+def test_a_failing_device_decoder_gives_one_line_naming_the_way_out(frames_root, monkeypatch):
+    import datasets.device_decode as device_decode
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error while decoding JPEG images: Failed to decode batch: 6\nException raised from ...")
+
+    monkeypatch.setattr(device_decode, "decode_jpeg", broken)
+    enc = dataset(frames_root, True)
+    with pytest.raises(RuntimeError) as err:
+        to_device(enc.collate([enc[0]]), "cpu")
+    message = str(err.value)
+    assert "\n" not in message and "Failed to decode batch: 6" in message and "without --gpu_decode" in message

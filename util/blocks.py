@@ -6,13 +6,33 @@ memory-efficient kernels on GPU, a plain kernel on CPU). Parameter names equal t
 and timm checkpoints load without renaming. The cross-attention blocks of SiamMAE keep those
 names for their self-attention and MLP parts and add ``norm_q``, ``norm_kv`` and ``cross_attn``.
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.layers import DropPath, Mlp
 
+SDPA_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+
+
+def set_attention_backend(name):
+    """Restrict fused attention to one family of kernels, process-wide ('auto': PyTorch picks per
+    call; 'math': the plain composite). The plain composite stays allowed as the fallback for
+    shapes a chosen kernel does not support."""
+    if name not in SDPA_BACKENDS:
+        raise ValueError(f"attention backend must be one of {SDPA_BACKENDS}, got '{name}'")
+    cuda = torch.backends.cuda
+    cuda.enable_cudnn_sdp(name in ("auto", "cudnn"))
+    cuda.enable_flash_sdp(name in ("auto", "flash"))
+    cuda.enable_mem_efficient_sdp(name in ("auto", "efficient"))
+    cuda.enable_math_sdp(True)
+
 
 class PatchEmbed(nn.Module):
-    """Image (N, C, H, W) -> patch tokens (N, H/p * W/p, D), for any H, W divisible by p."""
+    """Image (N, C, H, W) -> patch tokens (N, H/p * W/p, D), for any H, W divisible by p.
+
+    The projection keeps the convolution's parameters (``proj``, (D, C, p, p)) but runs as one
+    matrix product over the patches, (N*L, C*p*p) x (C*p*p, D): the same function, and on GPU
+    several times faster than a strided convolution and its weight gradient."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
         super().__init__()
@@ -26,7 +46,10 @@ class PatchEmbed(nn.Module):
         p = self.patch_size[0]
         if x.shape[-2] % p or x.shape[-1] % p:
             raise ValueError(f"input size {tuple(x.shape[-2:])} is not a multiple of the patch size {p}")
-        return self.proj(x).flatten(2).transpose(1, 2)
+        n, c, height, width = x.shape
+        h, w = height // p, width // p
+        patches = x.reshape(n, c, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(n, h * w, c * p * p)
+        return F.linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
 
 
 def _split_heads(x, num_heads):

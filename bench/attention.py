@@ -1,0 +1,133 @@
+"""Fused attention kernels on the shapes of a SiamMAE step: forward+backward time per kernel family.
+
+One JSON line per (shape, backend): milliseconds (median of --reps), TFLOP/s (forward 4*B*H*Lq*Lk*d,
+backward counted as 2.5x forward), or the error when the backend does not take the shape. The
+inputs are laid out as the model's blocks make them (views of the packed qkv / kv projections).
+
+    python bench/attention.py --model vit_small_patch16 --batch_size 256        # on CUDA
+    python bench/attention.py --device cpu --batch_size 2 --backends math       # smoke run
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+if __name__ == "__main__":  # run as a script: the repo root, not bench/, first on the path
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from models_vit import vit_config
+
+BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser("Attention kernels on SiamMAE's shapes", add_help=False)
+    parser.add_argument("--model", default="vit_small_patch16", help="the encoder (a models_vit name)")
+    parser.add_argument("--decoder_embed_dim", default=512, type=int)
+    parser.add_argument("--decoder_num_heads", default=16, type=int)
+    parser.add_argument("--decoder_depth", default=8, type=int)
+    parser.add_argument("--input_size", default=224, type=int)
+    parser.add_argument("--mask_ratio", default=0.95, type=float)
+    parser.add_argument("--batch_size", default=256, type=int)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    parser.add_argument("--reps", default=20, type=int)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def step_shapes(args):
+    """(name, heads, query length, key length, head dim, uses per step) of one SiamMAE step."""
+    cfg = vit_config(args.model)
+    tokens = (args.input_size // cfg["patch_size"]) ** 2
+    kept = int(tokens * (1 - args.mask_ratio))
+    enc_d, dec_d = cfg["embed_dim"] // cfg["num_heads"], args.decoder_embed_dim // args.decoder_num_heads
+    return [("encoder_f1", cfg["num_heads"], 1 + tokens, 1 + tokens, enc_d, cfg["depth"]),
+            ("encoder_f2", cfg["num_heads"], 1 + kept, 1 + kept, enc_d, cfg["depth"]),
+            ("decoder_self", args.decoder_num_heads, 1 + tokens, 1 + tokens, dec_d, args.decoder_depth),
+            ("decoder_cross", args.decoder_num_heads, 1 + tokens, 1 + tokens, dec_d, args.decoder_depth)]
+
+
+def make_leaves(name, b, h, lq, lk, d, device, dtype):
+    """The projections' outputs: self-attention's packed (B, L, 3, H, d); cross-attention's
+    q (B, Lq, H, d) and packed kv (B, Lk, 2, H, d)."""
+    def leaf(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+    return [leaf(b, lq, 3, h, d)] if "cross" not in name else [leaf(b, lq, h, d), leaf(b, lk, 2, h, d)]
+
+
+def qkv_views(leaves):
+    """q, k, v (B, H, L, d) as the blocks make them: views of the projections, no copies."""
+    if len(leaves) == 1:
+        return leaves[0].permute(2, 0, 3, 1, 4).unbind(0)
+    q, kv = leaves
+    return (q.transpose(1, 2), *kv.permute(2, 0, 3, 1, 4).unbind(0))
+
+
+def time_ms(fn, device, reps):
+    """Median wall milliseconds of fn() over reps after 3 warm-ups, synchronised."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def measure(args, shape, backend, device, dtype):
+    name, h, lq, lk, d, uses = shape
+    leaves = make_leaves(name, args.batch_size, h, lq, lk, d, device, dtype)
+    grad = torch.randn(args.batch_size, h, lq, d, device=device, dtype=dtype)
+
+    def fwd_bwd():
+        q, k, v = qkv_views(leaves)
+        with sdpa_kernel(BACKENDS[backend]):
+            out = F.scaled_dot_product_attention(q, k, v)
+        out.backward(grad)
+
+    row = {"bench": "attention", "device": str(device), "shape": name, "batch": args.batch_size, "heads": h,
+           "lq": lq, "lk": lk, "head_dim": d, "uses_per_step": uses, "backend": backend}
+    try:
+        ms = time_ms(fwd_bwd, device, args.reps)
+    except RuntimeError as e:
+        return {**row, "error": str(e).splitlines()[0][:200]}
+    flop = 4 * args.batch_size * h * lq * lk * d * 3.5
+    return {**row, "ms": round(ms, 4), "tflops": round(flop / ms / 1e9, 2), "ms_per_step": round(ms * uses, 3)}
+
+
+def main(args):
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    rows = []
+    for shape in step_shapes(args):
+        for backend in args.backends:
+            rows.append(measure(args, shape, backend, device, dtype))
+            print(json.dumps(rows[-1]), flush=True)
+    totals = {}
+    for r in rows:
+        if "ms" in r:
+            totals.setdefault(r["backend"], {})[r["shape"]] = r["ms_per_step"]
+    summary = {b: round(sum(v.values()), 3) for b, v in totals.items() if len(v) == len(step_shapes(args))}
+    print(json.dumps({"bench": "attention_per_step_ms", "device": str(device), "by_backend": summary,
+                      "fastest": min(summary, key=summary.get) if summary else None}), flush=True)
+    return rows, summary
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
