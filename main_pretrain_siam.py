@@ -94,11 +94,12 @@ def build_optimizer(model, args):
 
 def build_loader(dataset, args, videos_per_batch):
     sampler = SkipSampler(torch.utils.data.DistributedSampler(
-        dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True, seed=args.seed))
+        dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True, seed=args.seed), with_epoch=True)
     drop_last = len(sampler) >= videos_per_batch
     loader = torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=videos_per_batch, num_workers=args.num_workers,
         collate_fn=dataset.collate, pin_memory=args.pin_mem and str(args.device).startswith("cuda"), drop_last=drop_last,
+        persistent_workers=args.num_workers > 0,  # workers start once, not every epoch
         generator=torch.Generator().manual_seed(args.seed))  # leaves the global stream (masking) alone
     return loader, sampler
 
@@ -165,8 +166,7 @@ def main(args):
     logger.info(f"start training for {args.epochs} epochs from epoch {start_epoch}, iteration {start_iter}")
     t0 = time.time()
     for epoch in range(start_epoch, args.epochs):
-        sampler.set_epoch(epoch, skip=start_iter * videos_per_batch)
-        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, skip=start_iter * videos_per_batch)  # items are keyed by (epoch, index)
         stats = train_one_epoch(model, loader, optimizer, device, epoch, scaler, args, log_writer,
                                 start_iter=start_iter, iters_per_epoch=iters_per_epoch,
                                 on_step_end=lambda it, check, e=epoch: on_step_end(e, it, check))

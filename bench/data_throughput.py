@@ -103,18 +103,20 @@ def prepare_generated(work, args):
 
 def time_loader(dataset, workers, args):
     """(pairs, wall seconds, main-process CPU seconds, skipped) over args.num_pairs pairs after
-    the first batch."""
+    the batches made while the workers started (the first one, and the 2 each worker prefetches:
+    they arrive at once and would inflate the rate)."""
     reps = args.repeated_sampling
-    items = -(-args.num_pairs // reps) + args.batch_size
+    untimed = 1 + 2 * workers
+    items = -(-args.num_pairs // reps) + untimed * args.batch_size
     order = torch.randperm(len(dataset) * (items // len(dataset) + 1),
                            generator=torch.Generator().manual_seed(0)) % len(dataset)
     loader = DataLoader(Subset(dataset, order[:items].tolist()), batch_size=args.batch_size,
                         num_workers=workers, pin_memory=args.device.startswith('cuda'))
     pairs = skipped = 0
     start = cpu_start = None
-    for frames, n_skipped in loader:
+    for k, (frames, n_skipped) in enumerate(loader):
         frames = frames.to(args.device, non_blocking=True)
-        if start is None:
+        if k < untimed:
             start, cpu_start = time.perf_counter(), time.process_time()
             continue
         pairs += frames.shape[0] * frames.shape[1]

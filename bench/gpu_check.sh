@@ -2,7 +2,7 @@
 # The prepared GPU check for a session lent a device machine (issue 7): one call, at most BUDGET (480) s;
 # sections run in the order named, and a section is skipped when the budget cannot cover it.
 #
-#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers data autotune models propagation
+#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers nvjpeg data autotune models propagation
 #                                             (default: all, in that order)
 # Here, once:   echo /.whl/ >> .git/info/exclude
 #               pip download --no-deps --only-binary=:all: -d .whl timm==0.4.12
@@ -29,12 +29,12 @@ python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, '
 
 BUDGET=${BUDGET:-480}  # seconds for the whole script: it must end inside one call's limit
 if [ -n "${SMOKE:-}" ]; then  # the same commands at tiny sizes, on the CPU
-  TINY=(--device cpu --input_size 64 --batch_size 4 --steps 1 --warmup_steps 1 --num_workers 2)
-  COPIES=16; WORKERS=1,2; PAIRS=200; DEV=cpu; ATTN=(--device cpu --batch_size 2 --input_size 64 --reps 2)
+  TINY=(--device cpu --input_size 64 --batch_size 4 --steps 1 --warmup_steps 1 --num_workers 2 --data_steps 2)
+  ROWS=64; WORKERS=1,2; PAIRS=200; DEV=cpu; ATTN=(--device cpu --batch_size 2 --input_size 64 --reps 2)
   PROP=(--devices cpu --model vit_tiny_patch16 --height 120 --width 160 --short_side 120 --frames 4)
   BUDGET=100000
 else
-  TINY=(); COPIES=2048; WORKERS=1,14; PAIRS=3000; DEV=cuda; ATTN=(); PROP=(--devices cuda --bf16)
+  TINY=(); ROWS=16384; WORKERS=1,14; PAIRS=20000; DEV=cuda; ATTN=(); PROP=(--devices cuda --bf16)
 fi
 limit() { local left=$((BUDGET - SECONDS)); echo $(( $1 < left ? $1 : left )); }
 py() {  # py SECONDS script args...: run a bench script within the budget, keep its JSON lines
@@ -56,49 +56,51 @@ levers() {  # attention kernels on the step's shapes; the step compiled with the
   [ "$FASTEST" != auto ] && step 200 "${S16[@]}" --steps 30 --compile --sdpa "$FASTEST" \
       --profile "$OUT/top_compiled_$FASTEST.txt"
 }
-make_frames() {  # 8 distinct clips, copied to many videos
+make_frames() {  # 8 distinct clips listed ROWS times in the manifest: long epochs, no copies
   [ -f /tmp/frames/manifest.csv ] && return
-  python3 - "$COPIES" <<'PY'
-import os, shutil, sys
+  python3 - "$ROWS" <<'PY'
+import sys
 from datasets.frames import read_manifest, write_manifest
 from datasets.synthetic import make_frames_folder
 make_frames_folder('/tmp/frames', 8, 16, size=(256, 340))
 rows = read_manifest('/tmp/frames/manifest.csv')
-copies = []
-for k in range(int(sys.argv[1])):
-    src = rows[k % 8]
-    rel = f"copies/video_{k:05d}"
-    shutil.copytree(os.path.join('/tmp/frames', src['path']), os.path.join('/tmp/frames', rel))
-    copies.append({**src, 'path': rel})
-write_manifest('/tmp/frames/manifest.csv', copies)
+write_manifest('/tmp/frames/manifest.csv', [rows[k % 8] for k in range(int(sys.argv[1]))])
 PY
 }
-data() {  # the loader alone, then the step fed by it: CPU decode vs --gpu_decode
-  [ "$(limit 150)" -ge 150 ] || { echo "skipped (time budget): data" | tee -a "$ERR"; return; }
+nvjpeg() {  # nvJPEG on this machine: batches of 8, 64 and 256 frames against the CPU decoder, each in
+            # its own process (a device-side fault must not hide the next one), then an index check
   make_frames
-  python3 - "$DEV" <<'PY' 2>>"$ERR" | tee -a "$LOG"  # nvJPEG on this machine: baseline and progressive files
-import glob, io, json, sys, time
+  for n in 8 64 256; do
+    timeout 60 python3 - "$DEV" "$n" <<'PY' 2>>"$ERR" | tee -a "$LOG"
+import glob, json, sys
 import torch
-from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
-files = sorted(glob.glob('/tmp/frames/copies/video_00000/*.jpg'))[:8]
-baseline = [read_file(f) for f in files]
-buf = io.BytesIO()
-Image.open(files[0]).save(buf, 'JPEG', quality=90, progressive=True)
-progressive = [torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)] * 8
-for name, jpegs in (('baseline_1', baseline[:1]), ('baseline_8', baseline), ('progressive_8', progressive)):
-    try:
-        t0 = time.perf_counter()
-        decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=sys.argv[1])
-        print(json.dumps({'probe': 'decode_jpeg', 'files': name, 'ok': True, 's': round(time.perf_counter() - t0, 4)}))
-    except RuntimeError as e:
-        print(json.dumps({'probe': 'decode_jpeg', 'files': name, 'ok': False, 'error': str(e).splitlines()[0]}))
+device, n = sys.argv[1], int(sys.argv[2])
+files = sorted(glob.glob('/tmp/frames/**/*.jpg', recursive=True))
+jpegs = [read_file(files[k % len(files)]) for k in range(n)]
+row = {'probe': 'decode_jpeg', 'frames': n}
+try:
+    out = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+    ref = decode_jpeg(jpegs, mode=ImageReadMode.RGB)
+    diff = max((o.cpu().float() - r.float()).abs().mean().item() for o, r in zip(out, ref))
+    idx = torch.randperm(4096, device=device)
+    ok = torch.equal(torch.gather(torch.arange(4096, device=device), 0, idx), idx)
+    torch.cuda.synchronize() if device == 'cuda' else None
+    row.update(ok=True, worst_mean_abs_diff_vs_cpu=round(diff, 3), gather_after_ok=ok)
+except RuntimeError as e:
+    row.update(ok=False, error=str(e).splitlines()[0][:200])
+print(json.dumps(row))
 PY
+  done
+}
+data() {  # the loader alone, then the compiled step fed by it: CPU decode vs --gpu_decode
+  [ "$(limit 240)" -ge 240 ] || { echo "skipped (time budget): data" | tee -a "$ERR"; return; }
+  make_frames
   py 60 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "$WORKERS" \
       --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
-  local d=(--repeated_sampling 2 --steps 20 --data_path /tmp/frames --num_workers 14)
-  step 100 "${S16[@]}" "${d[@]}"
-  step 100 "${S16[@]}" "${d[@]}" --gpu_decode
+  local d=(--repeated_sampling 2 --data_path /tmp/frames --num_workers 14 --data_steps 300 --compile)
+  step 150 "${S16[@]}" "${d[@]}"
+  step 150 "${S16[@]}" "${d[@]}" --gpu_decode
 }
 models() {
   step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15 --sdpa "$FASTEST"
@@ -107,7 +109,7 @@ models() {
 autotune() { step 400 "${S16[@]}" --steps 30 --compile --compile_mode max-autotune-no-cudagraphs --sdpa "$FASTEST"; }
 propagation() { py 100 bench/propagation.py "${PROP[@]}"; }
 
-for section in "${@:-steps compiled levers data autotune models propagation}"; do
+for section in "${@:-steps compiled levers nvjpeg data autotune models propagation}"; do
   for s in $section; do "$s"; done
 done
 echo "gpu_check done in ${SECONDS}s"

@@ -34,6 +34,9 @@ def get_args_parser():
     parser = argparse.ArgumentParser("SiamMAE training-step benchmark", parents=[main_pretrain_siam.get_args_parser()])
     parser.add_argument("--steps", default=30, type=int, help="timed steps")
     parser.add_argument("--warmup_steps", default=5, type=int)
+    parser.add_argument("--data_steps", default=None, type=int,
+                        help="steps timed on the real loader (default: 40 per worker, at least --steps): the "
+                             "batches the workers prefetch (2 each) must be a small part of the window")
     parser.add_argument("--profile", default="", help="also profile 5 steps: print where device time goes "
                         "(one JSON line) and write the top kernels to this file")
     parser.set_defaults(batch_size=256, repeated_sampling=1, print_freq=10 ** 9, warmup_epochs=0)
@@ -54,7 +57,6 @@ def real_batches(args):
     loader, sampler = main_pretrain_siam.build_loader(dataset, args, args.batch_size // args.repeated_sampling)
     for epoch in itertools.count():
         sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
         yield from loader
 
 
@@ -146,20 +148,20 @@ def run(args):
     flops = count_flops_per_pair(model, args, device)
     step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
 
-    def pairs_per_s(batches):
-        """Warm up on the first warmup_steps batches, then time args.steps steps."""
+    def pairs_per_s(batches, steps=args.steps):
+        """Warm up on the first warmup_steps batches, then time `steps` steps."""
         batches = iter(batches)
-        iters = args.warmup_steps + args.steps
+        iters = args.warmup_steps + steps
         train_one_epoch(step_model, itertools.islice(batches, args.warmup_steps), optimizer, device, 0,
                         scaler, args, iters_per_epoch=iters)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         sync(device)
         t0 = time.perf_counter()
-        train_one_epoch(step_model, itertools.islice(batches, args.steps), optimizer, device, 0,
+        train_one_epoch(step_model, itertools.islice(batches, steps), optimizer, device, 0,
                         scaler, args, start_iter=args.warmup_steps, iters_per_epoch=iters)
         sync(device)
-        return args.steps * args.batch_size / (time.perf_counter() - t0)
+        return steps * args.batch_size / (time.perf_counter() - t0)
 
     synthetic = pairs_per_s(synthetic_batches(args, args.warmup_steps + args.steps, device))
     if args.profile:
@@ -167,7 +169,8 @@ def run(args):
             train_one_epoch(step_model, synthetic_batches(args, n, device), optimizer, device, 0, scaler, args,
                             iters_per_epoch=n)
         profile = profile_breakdown(steps, 5, device, args.profile)
-    real = pairs_per_s(real_batches(args)) if args.data_path else None
+    data_steps = args.data_steps or max(args.steps, 40 * args.num_workers)
+    real = pairs_per_s(real_batches(args), data_steps) if args.data_path else None
     achieved = synthetic * flops / 1e12
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_tflops(device, peak_dtype)
@@ -181,6 +184,7 @@ def run(args):
         f"matmul_{str(peak_dtype).split('.')[-1]}_tflops": round(peak, 2),
         "mfu": round(achieved / peak, 4) if device.type == "cuda" else None,
         "data_path": args.data_path or None, "num_workers": args.num_workers, "gpu_decode": args.gpu_decode,
+        "data_steps": data_steps if args.data_path else None,
         "data_pairs_per_s": round(real, 2) if real else None,
         "data_vs_synthetic": round(real / synthetic, 3) if real else None,
         "profile": profile if args.profile else None,

@@ -105,11 +105,14 @@ class PairDataset(Dataset):
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
 
-    def __getitem__(self, index):
-        """-> (frames (R, 2, 3, S, S) uint8 RGB, n_skipped int); with encoded=True
+    def __getitem__(self, key):
+        """key: an index (of epoch set_epoch), or (epoch, index) as a sampler with the epoch passes it
+        to persistent loader workers.
+        -> (frames (R, 2, 3, S, S) uint8 RGB, n_skipped int); with encoded=True
         ((jpegs: 2R uint8 1-D tensors, crops (R, 5) rows (y, x, h, w, flip)), n_skipped)."""
         _single_thread_in_workers()
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        rng = np.random.default_rng([self.seed, epoch, index])
         i, n_skipped = index, 0
         for _ in range(MAX_ATTEMPTS):
             sample_rng = np.random.default_rng(int(rng.integers(2 ** 63)))

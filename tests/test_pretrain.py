@@ -176,3 +176,22 @@ def test_crop_pretext_trains_on_an_image_folder(tmp_path):
     lines = [json.loads(line) for line in open(tmp_path / "out" / "log.txt")]
     assert lines[0]["data_items"] == 6 and math.isfinite(lines[0]["train_loss"])
     assert model.patch_embed.grid_size == (4, 4)
+
+
+def test_persistent_loader_workers_see_each_epoch(tmp_path):
+    """Workers start once; every epoch's items still come from (seed, epoch, index)."""
+    from datasets import build_pretrain_dataset
+    frames = make_frames_folder(str(tmp_path / "frames"), num_videos=4, num_frames=12, size=(48, 64))
+    args = parse(*TINY, "--data_path", frames, "--num_workers", "1", "--batch_size", "4")
+    dataset = build_pretrain_dataset(args)
+    loader, sampler = main_pretrain_siam.build_loader(dataset, args, 2)
+    assert loader.persistent_workers
+    seen = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        order = list(sampler.sampler)
+        batches = list(loader)
+        expected = dataset.collate([dataset[(epoch, i)] for i in order])
+        assert torch.equal(torch.cat([frames for frames, _ in batches]), expected[0])
+        seen.append(expected[0])
+    assert not torch.equal(seen[0], seen[1])

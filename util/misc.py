@@ -164,20 +164,23 @@ class MetricLogger:
 
 class SkipSampler(torch.utils.data.Sampler):
     """Wraps a sampler (with set_epoch) and skips its first `skip` indices: resuming in the
-    middle of an epoch sees exactly the samples an uninterrupted run would have seen."""
+    middle of an epoch sees exactly the samples an uninterrupted run would have seen.
 
-    def __init__(self, sampler, skip=0):
-        self.sampler, self.skip = sampler, skip
+    with_epoch=True yields (epoch, index) keys instead of indices, so that a dataset drawing its
+    randomness per (epoch, index) sees the epoch in persistent loader workers too."""
+
+    def __init__(self, sampler, skip=0, with_epoch=False):
+        self.sampler, self.skip, self.with_epoch, self.epoch = sampler, skip, with_epoch, 0
 
     def set_epoch(self, epoch, skip=0):
         self.sampler.set_epoch(epoch)
-        self.skip = skip
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self):
         it = iter(self.sampler)
         for _ in range(self.skip):
             next(it, None)
-        return it
+        return ((self.epoch, i) for i in it) if self.with_epoch else it
 
     def __len__(self):
         return max(len(self.sampler) - self.skip, 0)
