@@ -38,6 +38,7 @@ def get_args_parser():
     parser.add_argument("--batch_size", default=256, type=int)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     parser.add_argument("--reps", default=20, type=int)
+    parser.add_argument("--warmup_s", default=0.5, type=float, help="seconds of warm-up calls per case")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser
 
@@ -70,10 +71,15 @@ def qkv_views(leaves):
     return (q.transpose(1, 2), *kv.permute(2, 0, 3, 1, 4).unbind(0))
 
 
-def time_ms(fn, device, reps):
-    """Median wall milliseconds of fn() over reps after 3 warm-ups, synchronised."""
-    for _ in range(3):
+def time_ms(fn, device, reps, warmup_s):
+    """Median milliseconds of fn() over reps, after calling it for warmup_s seconds (at least 3
+    times): an idle GPU's clock takes a while to rise, and the first calls would be timed slow."""
+    t0, calls = time.perf_counter(), 0
+    while calls < 3 or time.perf_counter() - t0 < warmup_s:
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        calls += 1
     times = []
     for _ in range(reps):
         if device.type == "cuda":
@@ -104,7 +110,7 @@ def measure(args, shape, backend, device, dtype):
     row = {"bench": "attention", "device": str(device), "shape": name, "batch": args.batch_size, "heads": h,
            "lq": lq, "lk": lk, "head_dim": d, "uses_per_step": uses, "backend": backend}
     try:
-        ms = time_ms(fwd_bwd, device, args.reps)
+        ms = time_ms(fwd_bwd, device, args.reps, args.warmup_s)
     except RuntimeError as e:
         return {**row, "error": str(e).splitlines()[0][:200]}
     flop = 4 * args.batch_size * h * lq * lk * d * 3.5

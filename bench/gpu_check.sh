@@ -30,7 +30,7 @@ python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, '
 BUDGET=${BUDGET:-480}  # seconds for the whole script: it must end inside one call's limit
 if [ -n "${SMOKE:-}" ]; then  # the same commands at tiny sizes, on the CPU
   TINY=(--device cpu --input_size 64 --batch_size 4 --steps 1 --warmup_steps 1 --num_workers 2 --data_steps 2)
-  ROWS=64; WORKERS=1,2; PAIRS=200; DEV=cpu; ATTN=(--device cpu --batch_size 2 --input_size 64 --reps 2)
+  ROWS=64; WORKERS=1,2; PAIRS=200; DEV=cpu; ATTN=(--device cpu --batch_size 2 --input_size 64 --reps 2 --warmup_s 0)
   PROP=(--devices cpu --model vit_tiny_patch16 --height 120 --width 160 --short_side 120 --frames 4)
   BUDGET=100000
 else

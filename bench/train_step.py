@@ -20,6 +20,7 @@ import sys
 import time
 
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,7 +61,21 @@ def real_batches(args):
         yield from loader
 
 
+def _count_cpu_attention():
+    """FlopCounterMode counts the CUDA attention kernels but not the CPU one: count it the same way."""
+    aten = torch.ops.aten
+    forward, backward = (aten._scaled_dot_product_flash_attention_for_cpu,
+                         aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    if forward not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(forward)(
+            lambda q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(q, k, v))
+    if backward not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(backward)(
+            lambda g, q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_backward_flop_count(g, q, k, v))
+
+
 def count_flops_per_pair(model, args, device):
+    _count_cpu_attention()
     frames = torch.randn(args.batch_size, 2, 3, args.input_size, args.input_size, device=device)
     with FlopCounterMode(display=False) as counter:
         with autocast(args):

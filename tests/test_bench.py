@@ -6,7 +6,8 @@ from bench import attention, data_throughput
 
 def test_attention_bench_times_every_shape_of_the_step():
     args = attention.get_args_parser().parse_args(
-        ["--device", "cpu", "--batch_size", "2", "--input_size", "64", "--reps", "1", "--backends", "math"])
+        ["--device", "cpu", "--batch_size", "2", "--input_size", "64", "--reps", "1", "--warmup_s", "0",
+         "--backends", "math"])
     rows, summary = attention.main(args)
     assert [r["shape"] for r in rows] == ["encoder_f1", "encoder_f2", "decoder_self", "decoder_cross"]
     assert all(r["ms"] > 0 for r in rows)

@@ -70,3 +70,19 @@ def test_compiled_model_loss_and_gradients_equal_eager():
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
     for name in eager_grads:
         torch.testing.assert_close(compiled_grads[name], eager_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_flop_count_includes_the_fused_cpu_attention(monkeypatch):
+    """The fused CPU attention is counted as torch counts the CUDA kernels: as attention written as
+    matmuls, plus the scores q k^T the kernel recomputes in its backward pass."""
+    args = train_step.get_args_parser().parse_args(["--batch_size", "2", "--input_size", "64", "--device", "cpu"])
+    model = models_siammae.siammae_vit_tiny_patch16(img_size=64, decoder_depth=2, decoder_embed_dim=64,
+                                                    decoder_num_heads=4)
+    fused = train_step.count_flops_per_pair(model, args, torch.device("cpu"))
+    monkeypatch.setattr(util.blocks.F, "scaled_dot_product_attention", naive_sdpa)
+    plain = train_step.count_flops_per_pair(model, args, torch.device("cpu"))
+    # per pair, 2 * heads * Lq * Lk * head_dim for each call: 17 tokens (16 patches + [CLS]) in f1 and in
+    # the decoder, 1 in the masked f2 (no patch kept at 95% of 16); encoder 12 x 3 heads of 64, decoder 2 x
+    # (self + cross) x 4 heads of 16
+    recompute = 12 * 2 * 3 * (17 * 17 + 1 * 1) * 64 + 2 * 2 * (2 * 4 * 17 * 17 * 16)
+    assert fused - plain == recompute
