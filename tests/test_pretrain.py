@@ -195,3 +195,11 @@ def test_persistent_loader_workers_see_each_epoch(tmp_path):
         assert torch.equal(torch.cat([frames for frames, _ in batches]), expected[0])
         seen.append(expected[0])
     assert not torch.equal(seen[0], seen[1])
+
+
+def test_loader_workers_change_nothing_in_training(videos, tmp_path):
+    """Two epochs with a persistent loader worker train exactly as with none (items are keyed by
+    (epoch, index), so the worker sees epoch 1's draws)."""
+    inline = weights(run(videos, tmp_path / "a", "--epochs", "2"))
+    workers = weights(run(videos, tmp_path / "b", "--epochs", "2", "--num_workers", "1"))
+    assert_same(inline, workers)
