@@ -31,8 +31,8 @@ class PatchEmbed(nn.Module):
     """Image (N, C, H, W) -> patch tokens (N, H/p * W/p, D), for any H, W divisible by p.
 
     The projection keeps the convolution's parameters (``proj``, (D, C, p, p)) but runs as one
-    matrix product over the patches, (N*L, C*p*p) x (C*p*p, D): the same function, and on GPU
-    several times faster than a strided convolution and its weight gradient."""
+    matrix product over the patches, (N*L, C*p*p) x (C*p*p, D): the same function; on an H200 the
+    compiled ViT-S/16 SiamMAE step ran 3% faster than with the strided convolution (bench/train_step.py)."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
         super().__init__()
