@@ -179,6 +179,7 @@ def run(args):
         return steps * args.batch_size / (time.perf_counter() - t0)
 
     synthetic = pairs_per_s(synthetic_batches(args, args.warmup_steps + args.steps, device))
+    profile = None
     if args.profile:
         def steps(n):
             train_one_epoch(step_model, synthetic_batches(args, n, device), optimizer, device, 0, scaler, args,
@@ -202,7 +203,7 @@ def run(args):
         "data_steps": data_steps if args.data_path else None,
         "data_pairs_per_s": round(real, 2) if real else None,
         "data_vs_synthetic": round(real / synthetic, 3) if real else None,
-        "profile": profile if args.profile else None,
+        "profile": profile,
         "peak_mem_gib": round((torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30, 3),
     }

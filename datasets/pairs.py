@@ -95,23 +95,19 @@ class PairDataset(Dataset):
         self.repeated_sampling = int(repeated_sampling)
         self.seed = int(seed)
         self.encoded = bool(encoded)
-        self.epoch = 0
         self._unreadable = torch.zeros(len(source), dtype=torch.bool).share_memory_()
         self._short = torch.zeros(len(source), dtype=torch.bool).share_memory_()
 
     def __len__(self):
         return len(self.source)
 
-    def set_epoch(self, epoch):
-        self.epoch = int(epoch)
-
     def __getitem__(self, key):
-        """key: an index (of epoch set_epoch), or (epoch, index) as a sampler with the epoch passes it
-        to persistent loader workers.
+        """key: (epoch, index), as pre-training's sampler passes it (so that persistent loader workers
+        see the epoch), or an index alone for epoch 0.
         -> (frames (R, 2, 3, S, S) uint8 RGB, n_skipped int); with encoded=True
         ((jpegs: 2R uint8 1-D tensors, crops (R, 5) rows (y, x, h, w, flip)), n_skipped)."""
         _single_thread_in_workers()
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = np.random.default_rng([self.seed, epoch, index])
         i, n_skipped = index, 0
         for _ in range(MAX_ATTEMPTS):

@@ -44,8 +44,8 @@ def test_video_folder_gaps_and_bad_files_counted(video_root):
     assert len(dataset) == 6
     skipped = 0
     for epoch in range(2):
-        dataset.set_epoch(epoch)
-        for frames, n_skipped in DataLoader(dataset, batch_size=3, num_workers=2):
+        keys = [(epoch, i) for i in range(len(dataset))]
+        for frames, n_skipped in DataLoader(dataset, sampler=keys, batch_size=3, num_workers=2):
             assert frames.shape == (3, 3, 2, 3, 32, 32)
             skipped += int(n_skipped.sum())
             for f1, f2 in frames.flatten(0, 1):

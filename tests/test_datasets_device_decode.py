@@ -37,9 +37,7 @@ def dataset(root, encoded, **kw):
 def test_device_decode_matches_cpu_path(frames_root):
     cpu, enc = dataset(frames_root, False), dataset(frames_root, True)
     for epoch in (0, 1):
-        cpu.set_epoch(epoch)
-        enc.set_epoch(epoch)
-        items = list(range(len(SIZES)))
+        items = [(epoch, i) for i in range(len(SIZES))]
         ref, _ = to_device(cpu.collate([cpu[i] for i in items]), "cpu")
         batch = enc.collate([enc[i] for i in items])
         assert isinstance(batch[0], EncodedPairs) and len(batch[0].jpegs) == 3 * 3 * 2
