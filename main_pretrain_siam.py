@@ -31,7 +31,10 @@ from util.optim import run_script
 
 def get_args_parser():
     parser = argparse.ArgumentParser("SiamMAE pre-training", add_help=False)
-    add_optimization_args(parser, batch_size=64, epochs=400, blr=1.5e-4, weight_decay=0.05, warmup_epochs=40)
+    add_optimization_args(parser, batch_size=64, epochs=200, blr=1.5e-4, weight_decay=0.05, warmup_epochs=20,
+                          epochs_help="passes over the videos; each gives --repeated_sampling pairs per video, so "
+                                      "the paper's 'effective epochs' are epochs x repeated_sampling (default "
+                                      "200 x 2 = the ablations' 400; Table 1's 2000: --epochs 1000 --warmup_epochs 20)")
     g = parser.add_argument_group("model")
     g.add_argument("--model", default="siammae_vit_small_patch16", help="a factory of models_siammae")
     g.add_argument("--input_size", default=224, type=int, help="frame size")
@@ -163,7 +166,9 @@ def main(args):
             save(epoch, iteration)
         return stop
 
-    logger.info(f"start training for {args.epochs} epochs from epoch {start_epoch}, iteration {start_iter}")
+    logger.info(f"start training for {args.epochs} epochs ({args.epochs * args.repeated_sampling} effective epochs, "
+                f"the paper's unit: {args.repeated_sampling} pairs per video and epoch) from epoch {start_epoch}, "
+                f"iteration {start_iter}")
     t0 = time.time()
     for epoch in range(start_epoch, args.epochs):
         sampler.set_epoch(epoch, skip=start_iter * videos_per_batch)  # items are keyed by (epoch, index)

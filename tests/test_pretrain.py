@@ -203,3 +203,13 @@ def test_loader_workers_change_nothing_in_training(videos, tmp_path):
     inline = weights(run(videos, tmp_path / "a", "--epochs", "2"))
     workers = weights(run(videos, tmp_path / "b", "--epochs", "2", "--num_workers", "1"))
     assert_same(inline, workers)
+
+
+def test_defaults_are_the_papers_table_4a_in_effective_epochs():
+    """The paper reports effective epochs (views of each video); an epoch here gives repeated_sampling
+    pairs per video, so its 400 ablation epochs and 40 warm-up epochs are 200 and 20 passes."""
+    args = parse()
+    assert (args.epochs * args.repeated_sampling, args.warmup_epochs * args.repeated_sampling) == (400, 40)
+    assert (args.repeated_sampling, args.blr, args.weight_decay, args.mask_ratio, args.mask_ratio_f1,
+            tuple(args.frame_gap), args.model, args.decoder) == (
+        2, 1.5e-4, 0.05, 0.95, 0.0, (4, 48), "siammae_vit_small_patch16", "cross_self")

@@ -7,11 +7,11 @@ import torch
 from util.misc import default_device
 
 
-def add_optimization_args(parser, batch_size, epochs, blr, weight_decay, warmup_epochs):
+def add_optimization_args(parser, batch_size, epochs, blr, weight_decay, warmup_epochs, epochs_help=None):
     g = parser.add_argument_group("optimization")
     g.add_argument("--batch_size", default=batch_size, type=int,
                    help="batch size per GPU (effective batch = batch_size * accum_iter * world size)")
-    g.add_argument("--epochs", default=epochs, type=int)
+    g.add_argument("--epochs", default=epochs, type=int, help=epochs_help)
     g.add_argument("--accum_iter", default=1, type=int,
                    help="accumulate gradients over this many iterations (for a larger effective batch)")
     g.add_argument("--weight_decay", type=float, default=weight_decay)
