@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from .crops import global_local_crop
-from .sources import UnreadableError
+from .sources import TruncatedError, UnreadableError
 from .device_decode import collate_encoded
 from .frames import FrameSource
 from .transforms import draw_pair_crop, paired_crop, to_uint8_tensor
@@ -49,6 +49,26 @@ def sample_pair(rng, num_frames, gap_min, gap_max):
     return f1, f1 + gap
 
 
+def fit_pairs(indices, num_frames):
+    """Pairs [f1, f2, f1, f2, ...] drawn over a header's frame count, moved inside the first num_frames
+    (the frames a truncated video holds): a pair that fits stays; one that does not keeps its gap at f1
+    modulo the room left, or becomes (0, num_frames - 1) when its gap does not fit at all."""
+    out = []
+    for f1, f2 in zip(indices[::2], indices[1::2]):
+        gap = f2 - f1
+        if f2 >= num_frames and gap >= num_frames:
+            f1, gap = 0, num_frames - 1
+        elif f2 >= num_frames:
+            f1 = f1 % (num_frames - gap)
+        out += [f1, f1 + gap]
+    return out
+
+
+def fit_frames(indices, num_frames):
+    """Single frames drawn over a header's frame count, wrapped into the first num_frames."""
+    return [t % num_frames for t in indices]
+
+
 def _reason(path, err):
     """One line '<path>: <reason>' for any error met reading a file."""
     if isinstance(err, UnreadableError):
@@ -70,7 +90,8 @@ class PairDataset(Dataset):
 
     source: see datasets/sources.py. pretext: 'video' (f1, f2 with a random gap, the same crop
     and flip) or 'crop' (global and local view of one random frame / the image).
-    Files found unreadable and videos too short for the minimum gap are flagged in tensors
+    Files found unreadable, videos too short for the minimum gap and truncated videos (frames ending
+    before the header's count: pairs are drawn from the frames they hold) are flagged in tensors
     shared with the loader workers: each is logged once, and `stats()` counts them.
     """
 
@@ -97,6 +118,7 @@ class PairDataset(Dataset):
         self.encoded = bool(encoded)
         self._unreadable = torch.zeros(len(source), dtype=torch.bool).share_memory_()
         self._short = torch.zeros(len(source), dtype=torch.bool).share_memory_()
+        self._decodable = torch.zeros(len(source), dtype=torch.int64).share_memory_()  # truncated videos: > 0
 
     def __len__(self):
         return len(self.source)
@@ -128,7 +150,7 @@ class PairDataset(Dataset):
         with self.source.open(i) as clip:
             n = clip.num_frames
             if self.pretext == 'crop':
-                frames = clip.read([int(t) for t in rng.integers(n, size=reps)])
+                frames = self._read(clip, i, [int(t) for t in rng.integers(n, size=reps)], fit_frames)
                 return to_uint8_tensor(np.stack([global_local_crop(f, rng, size) for f in frames]))
             gap_min, gap_max = scaled_gap(self.frame_gap, clip.fps)
             if n - 1 < gap_min:
@@ -138,11 +160,24 @@ class PairDataset(Dataset):
                 crops = [(*box, flip) for box, flip in
                          (draw_pair_crop(rng, clip.height, clip.width) for _ in range(reps))]
                 return clip.read_encoded(indices), torch.tensor(crops, dtype=torch.int64)
-            frames = clip.read(indices)
+            frames = self._read(clip, i, indices, fit_pairs, gap_min)
         if len({f.shape for f in frames}) > 1:
             raise UnreadableError(f'{self.source.paths[i]}: frames change size within the video')
         return to_uint8_tensor(np.stack([paired_crop(frames[2 * k], frames[2 * k + 1], rng, size)
                                          for k in range(reps)]))
+
+    def _read(self, clip, i, indices, fit, gap_min=0):
+        """clip.read(indices), drawn over the header's frame count; in a truncated video, indices past
+        its end are moved inside it by fit(indices, decodable frames), alike whether the truncation was
+        known before this read or is found by it, so the item does not depend on which."""
+        known = int(self._decodable[i])
+        if known:
+            return clip.read(fit(indices, known))
+        try:
+            return clip.read(indices)
+        except TruncatedError as e:
+            self._flag_truncated(i, e, gap_min)
+            return clip.read(fit(indices, e.num_frames))
 
     def collate(self, items):
         """The loader's collate_fn: stacked uint8 pairs, or an EncodedPairs batch when encoded."""
@@ -153,6 +188,13 @@ class PairDataset(Dataset):
             self._unreadable[i] = True
             logger.warning('skipping unreadable file (replaced by another sample): %s',
                            _reason(self.source.paths[i], err))
+
+    def _flag_truncated(self, i, err, gap_min):
+        if not self._decodable[i]:
+            self._decodable[i] = err.num_frames
+            logger.warning('%s; drawing its frames from the first %d', err, err.num_frames)
+        if err.num_frames - 1 < gap_min:
+            self._flag_short(i, err.num_frames, gap_min)
 
     def _flag_short(self, i, num_frames, gap_min):
         if not self._short[i]:
@@ -177,7 +219,7 @@ class PairDataset(Dataset):
     def stats(self):
         """Counts over what this process and its loader workers have read so far."""
         return dict(items=len(self), unreadable=int(self._unreadable.sum()),
-                    short=int(self._short.sum()))
+                    short=int(self._short.sum()), truncated=int((self._decodable > 0).sum()))
 
     def __repr__(self):
         return (f'{type(self).__name__}(source={self.source.name!r}, items={len(self)}, '

@@ -16,6 +16,15 @@ class UnreadableError(Exception):
     """A file that cannot be decoded; its message is '<path>: <reason>'."""
 
 
+class TruncatedError(UnreadableError):
+    """A video whose frames end before the count its header lists: only the first `num_frames`
+    decode (a partly downloaded or cut file)."""
+
+    def __init__(self, message, num_frames):
+        super().__init__(message)
+        self.num_frames = num_frames
+
+
 class Clip:
     """Base of the clips sources open: a context manager whose close() (nothing by default)
     releases the file."""

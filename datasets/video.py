@@ -10,7 +10,8 @@ import os
 
 import cv2
 
-from .sources import VIDEO_EXTENSIONS, Clip, UnreadableError, check_file, read_path_list, scan_folder
+from .sources import (VIDEO_EXTENSIONS, Clip, TruncatedError, UnreadableError, check_file, read_path_list,
+                      scan_folder)
 
 SEEK_AFTER = 64  # frames ahead beyond which seeking (keyframe + decode) tends to beat grab()
 DEFAULT_FPS = 30.0
@@ -39,11 +40,14 @@ class VideoClip(Clip):
             raise UnreadableError(f'{path}: video has no decodable frames')
 
     def _count_frames(self):
-        """Frame count by decoding, for containers whose header has none (some .webm/.mkv)."""
+        """Frame count by decoding from the start, for containers whose header has none (some
+        .webm/.mkv) or lists more than the file holds."""
+        self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         n = 0
         while self.cap.grab():
             n += 1
         self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        self._pos = 0
         return n
 
     def read(self, indices):
@@ -57,11 +61,19 @@ class VideoClip(Clip):
                 self._pos += 1
             ok, frame = self.cap.read()
             if not ok or frame is None:
-                raise UnreadableError(
-                    f'{self.path}: cannot decode frame {t} of {self.num_frames} (truncated or corrupt)')
+                self._raise_unreadable(t)
             self._pos = t + 1
             decoded[t] = frame
         return [decoded[t] for t in indices]
+
+    def _raise_unreadable(self, t):
+        """Frame t does not decode: TruncatedError when the frames just end earlier than the header
+        says (all frames before that decode), UnreadableError otherwise."""
+        decodable = self._count_frames()
+        if 0 < decodable <= t:
+            raise TruncatedError(f'{self.path}: frames end at {decodable} of the {self.num_frames} '
+                                 'the header lists (truncated file)', decodable)
+        raise UnreadableError(f'{self.path}: cannot decode frame {t} of {self.num_frames} (corrupt)')
 
     def close(self):
         self.cap.release()

@@ -51,7 +51,7 @@ def test_video_folder_gaps_and_bad_files_counted(video_root):
             for f1, f2 in frames.flatten(0, 1):
                 assert 4 <= decode_index(to_bgr_uint8(f2)) - decode_index(to_bgr_uint8(f1)) <= 48
     assert skipped >= 4  # each bad file's own item is replaced, every epoch
-    assert dataset.stats() == dict(items=6, unreadable=2, short=0)
+    assert dataset.stats() == dict(items=6, unreadable=2, short=0, truncated=0)
 
 
 def test_list_file_and_namespace_defaults(video_root, tmp_path):

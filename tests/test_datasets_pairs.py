@@ -5,9 +5,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.pairs import PairDataset, sample_pair, scaled_gap
+import cv2
+
+from datasets.pairs import PairDataset, fit_pairs, sample_pair, scaled_gap
 from datasets.sources import UnreadableError
-from datasets.synthetic import coordinate_frame
+from datasets.synthetic import coordinate_frame, decode_index, write_test_video
+from datasets.video import VideoSource
 from datasets.transforms import denormalize, normalize
 
 
@@ -114,14 +117,14 @@ def test_unreadable_files_skipped_counted_and_logged_once(caplog):
     assert sorted(logged) == [f'skipping unreadable file (replaced by another sample): clip{i}: corrupt'
                               for i in (1, 4, 5)]
     assert source.opened.count(1) == 1  # a known-bad file is not opened again
-    assert dataset.stats() == dict(items=10, unreadable=3, short=0)
+    assert dataset.stats() == dict(items=10, unreadable=3, short=0, truncated=0)
 
 
 def test_worker_flags_reach_stats():
     dataset = PairDataset(ArraySource([90, 2, 90, 3], bad=[2]), input_size=16)
     for _ in DataLoader(dataset, batch_size=2, num_workers=2):
         pass
-    assert dataset.stats() == dict(items=4, unreadable=1, short=2)
+    assert dataset.stats() == dict(items=4, unreadable=1, short=2, truncated=0)
 
 
 def test_short_video_uses_largest_gap_and_is_counted(caplog):
@@ -174,3 +177,48 @@ def test_os_and_decoder_errors_are_skipped_with_one_line_reason(caplog):
         frames, n_skipped = dataset[0]
     assert n_skipped >= 1 and frames.shape == (2, 2, 3, 16, 16)
     assert caplog.records[0].getMessage().endswith('clip0: OSError: Input/output error')
+
+
+def test_fit_pairs_moves_only_pairs_past_the_end_keeping_their_gap():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        k = int(rng.integers(2, 60))
+        f1 = int(rng.integers(0, 100))
+        f2 = f1 + int(rng.integers(1, 50))
+        g1, g2 = fit_pairs([f1, f2], k)
+        assert 0 <= g1 < g2 < k
+        if f2 < k:
+            assert (g1, g2) == (f1, f2)
+        elif f2 - f1 < k:
+            assert g2 - g1 == f2 - f1 and g1 % (k - (f2 - f1)) == f1 % (k - (f2 - f1))
+        else:
+            assert (g1, g2) == (0, k - 1)
+
+
+def test_truncated_video_gives_pairs_from_its_decodable_frames(tmp_path, caplog):
+    """A video cut short (header: 120 frames) is neither lost nor fatal: its pairs come from the frames
+    it holds, and an item is the same whether the truncation was known before reading it or not."""
+    path = write_test_video(str(tmp_path / 'cls' / 'cut.avi'), 120, fps=30)
+    with open(path, 'r+b') as f:
+        f.truncate(len(open(path, 'rb').read()) // 3)
+    cap = cv2.VideoCapture(path)
+    header, decodable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0
+    while cap.grab():
+        decodable += 1
+    cap.release()
+    assert header == 120 and 10 < decodable < 60
+
+    def dataset():
+        return PairDataset(VideoSource([path]), input_size=32, frame_gap=(4, 48), repeated_sampling=4)
+
+    first, second = dataset(), dataset()
+    with caplog.at_level(logging.WARNING):
+        items = [first[(epoch, 0)] for epoch in range(6)]
+    assert sum('frames end at' in r.getMessage() for r in caplog.records) == 1  # logged once
+    reversed_items = [second[(epoch, 0)] for epoch in reversed(range(6))][::-1]
+    for (frames, skipped), (again, _) in zip(items, reversed_items):
+        assert skipped == 0 and torch.equal(frames, again)
+        for f1, f2 in frames.numpy():
+            t1, t2 = (decode_index(f.transpose(1, 2, 0)[..., ::-1]) for f in (f1, f2))
+            assert 0 <= t1 < t2 < decodable and 4 <= t2 - t1 <= 48
+    assert first.stats() == second.stats() == dict(items=1, unreadable=0, short=0, truncated=1)
