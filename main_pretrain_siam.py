@@ -87,12 +87,11 @@ def build_model(args):
 
 
 def build_optimizer(model, args):
-    """AdamW (0.9, 0.95), weight decay except on norms, biases, position embeddings, [CLS] and [MASK];
-    fused on CUDA."""
-    groups = param_groups_lrd(model, args.weight_decay,
-                              no_weight_decay_list={"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"})
+    """AdamW (0.9, 0.95), weight decay on every trained parameter but norms and biases (MAE's
+    pre-training groups: [CLS] and [MASK] are decayed, the sin-cos position tables are frozen); fused on
+    CUDA."""
     fused = next(model.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=fused)
+    return torch.optim.AdamW(param_groups_lrd(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95), fused=fused)
 
 
 def build_loader(dataset, args, videos_per_batch):

@@ -213,3 +213,16 @@ def test_defaults_are_the_papers_table_4a_in_effective_epochs():
     assert (args.repeated_sampling, args.blr, args.weight_decay, args.mask_ratio, args.mask_ratio_f1,
             tuple(args.frame_gap), args.model, args.decoder) == (
         2, 1.5e-4, 0.05, 0.95, 0.0, (4, 48), "siammae_vit_small_patch16", "cross_self")
+
+
+def test_weight_decay_groups_are_maes():
+    """MAE's pre-training decays every trained tensor but norms and biases, [CLS] and [MASK] included."""
+    args = parse(*TINY)
+    args.lr = 1e-3
+    model = main_pretrain_siam.build_model(args)
+    groups = main_pretrain_siam.build_optimizer(model, args).param_groups
+    decayed = {n for g in groups if g["weight_decay"] == 0.05 for n in g["names"]}
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {n for n in trained if not n.endswith(".bias") and "norm" not in n}  # norm1, norm_q, decoder_norm...
+    assert {"cls_token", "mask_token", "blocks.0.attn.qkv.weight", "patch_embed.proj.weight"} <= decayed
+    assert decayed == expected and "pos_embed" not in trained
