@@ -17,7 +17,7 @@ import torch
 
 import engine_finetune as engine
 from util.args import add_classification_args, add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
-from util.datasets_cls import build_datasets, build_loaders, build_mixup, finetune_transform
+from util.datasets_cls import build_datasets, build_loaders, build_mixup, describe, finetune_transform
 from util.lr_decay import param_groups_lrd
 from util.misc import get_world_size, init_run, logger
 from util.optim import run_script
@@ -66,7 +66,7 @@ def main(args):
     resume, model, model_without_ddp = engine.init_classifier(args, device, head_std=2e-5, drop_path=args.drop_path)
 
     eff_batch = resolve_lr(args, get_world_size())
-    logger.info(f"{len(train_set)} training images, {len(val_set)} val images, {args.nb_classes} classes; "
+    logger.info(f"{describe(train_set, val_set, args)}; "
                 f"effective batch {eff_batch}, lr {args.lr:.3e} (blr {args.blr:.3e})")
     groups = param_groups_lrd(model_without_ddp, args.weight_decay, no_weight_decay_list={"cls_token", "pos_embed"},
                               layer_decay=args.layer_decay)

@@ -17,7 +17,7 @@ import torch
 
 import engine_finetune as engine
 from util.args import add_classification_args, add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
-from util.datasets_cls import build_datasets, build_loaders, linprobe_transform
+from util.datasets_cls import build_datasets, build_loaders, describe, linprobe_transform
 from util.lars import LARS
 from util.misc import get_world_size, init_run, logger
 from util.optim import run_script
@@ -56,7 +56,7 @@ def main(args):
     resume, model, model_without_ddp = engine.init_classifier(args, device, head_std=0.01, wrap=add_probe_head)
 
     eff_batch = resolve_lr(args, get_world_size())
-    logger.info(f"{len(train_set)} training images, {len(val_set)} val images, {args.nb_classes} classes; "
+    logger.info(f"{describe(train_set, val_set, args)}; "
                 f"effective batch {eff_batch}, lr {args.lr:.3e} (blr {args.blr:.3e}), {args.optimizer}")
     optimizer = build_optimizer(model_without_ddp.head.parameters(), args)
     return engine.fit(model, torch.nn.CrossEntropyLoss(), optimizer, grad_scaler(args), loaders, device, args,

@@ -168,6 +168,9 @@ def infer_vit_config(state_dict, source="checkpoint"):
     if heads < 1 or width % heads:
         raise ValueError(f"{source}: cannot infer the number of heads of width {width}; pass --model")
     grid = int(round((state_dict["pos_embed"].shape[1] - 1) ** 0.5)) if "pos_embed" in state_dict else 14
+    if (patch, width, depth, heads) not in VIT_CONFIGS.values():
+        logger.warning(f"{source}: weights of a ViT with patch {patch}, width {width}, depth {depth}, which is "
+                       "no named model (a cut or custom one?); pass --model to check them against one")
     return dict(patch_size=patch, embed_dim=width, depth=depth, num_heads=heads,
                 img_size=grid * patch)
 

@@ -63,7 +63,7 @@ def get_args_parser():
     g = parser.add_argument_group("pictures")
     g.add_argument("--mask_ratios", nargs="+", type=float, default=[0.5, 0.75, 0.95])
     g.add_argument("--attention_size", type=int, default=448, help="short side of the attention maps' frames")
-    g.add_argument("--output_dir", default="./visualize")
+    g.add_argument("--output_dir", default="./output_dir/visualize")
     g.add_argument("--device", default=default_device())
     g.add_argument("--seed", default=0, type=int, help="seed of the random masks")
     return parser

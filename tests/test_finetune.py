@@ -4,6 +4,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -53,6 +54,9 @@ def test_finetune_trains_saves_resumes_and_evaluates(image_folder, siammae_check
 
     evaluated = run(image_folder, tmp_path / "eval", "--eval", "--resume", str(tmp_path / "checkpoint-last.pth"))
     assert set(evaluated) == {"loss", "acc1", "acc5"} and math.isfinite(evaluated["loss"])
+    only_val = tmp_path / "only_val"  # --eval reads val/ alone
+    shutil.copytree(os.path.join(image_folder, "val"), only_val / "val")
+    assert run(str(only_val), tmp_path / "eval2", "--eval", "--resume", str(tmp_path / "checkpoint-last.pth")) == evaluated
 
 
 def args_for(**kw):

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 
@@ -32,11 +34,15 @@ def test_last_selfattention_rows_are_distributions():
     torch.testing.assert_close(attn.sum(-1), torch.ones(2, 3, 7))
 
 
-def test_architecture_names_and_inference():
+def test_architecture_names_and_inference(caplog):
     assert models_vit.to_vit_name("siammae_vit_small_patch16") == "vit_small_patch16"
     assert models_vit.to_vit_name("mae_vit_base_patch16_dec512d8b") == "vit_base_patch16"
     sd = models_vit.vit_small_patch8(depth=3, img_size=64).state_dict()
-    assert models_vit.infer_vit_config(sd) == dict(patch_size=8, embed_dim=384, depth=3, num_heads=6, img_size=64)
+    with caplog.at_level(logging.WARNING):
+        assert models_vit.infer_vit_config(sd) == dict(patch_size=8, embed_dim=384, depth=3, num_heads=6, img_size=64)
+        assert len(caplog.records) == 1 and "depth 3, which is no named model" in caplog.records[0].getMessage()
+        models_vit.infer_vit_config(models_vit.vit_small_patch8(img_size=64).state_dict())
+        assert len(caplog.records) == 1  # a named architecture: no warning
     with pytest.raises(ValueError, match="unknown ViT"):
         models_vit.vit_config("vit_gigantic_patch3")
     with pytest.raises(ValueError, match="not a ViT encoder"):

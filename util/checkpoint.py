@@ -181,7 +181,8 @@ def load_exact(model, sd, source="checkpoint"):
     for k, v in sd.items():
         if v.shape != target[k].shape:
             raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)} but the model expects "
-                             f"{tuple(target[k].shape)}: was it trained with another --model?")
+                             f"{tuple(target[k].shape)}: was it trained with another --model"
+                             f"{' or --input_size' if 'pos_embed' in k else ''}?")
     model.load_state_dict(sd)
 
 

@@ -56,21 +56,29 @@ def image_folder(data_path, split, transform):
 
 
 def build_datasets(args, train_transform):
-    """(train, val) ImageFolders with the same classes; sets args.nb_classes when it is None."""
+    """(train, val) ImageFolders with the same classes; sets args.nb_classes when it is None.
+    With --eval only val/ is read (train is None)."""
     if not args.data_path:
         raise ValueError("--data_path is required: a folder with train/ and val/, one sub-folder per class")
-    train = image_folder(args.data_path, "train", train_transform)
     val = image_folder(args.data_path, "val", eval_transform(args.input_size))
-    if val.classes != train.classes:
+    train = None if args.eval else image_folder(args.data_path, "train", train_transform)
+    if train is not None and val.classes != train.classes:
         only_one = sorted(set(val.classes) ^ set(train.classes)) or ["(same names, different order)"]
         raise ValueError(f"{args.data_path}: train/ and val/ have different class folders "
                          f"(in only one of them: {', '.join(only_one[:3])})")
+    classes = val.classes if train is None else train.classes
     if args.nb_classes is None:
-        args.nb_classes = len(train.classes)
-    elif args.nb_classes < len(train.classes):
-        raise ValueError(f"{args.data_path}: train/ has {len(train.classes)} classes but --nb_classes is "
-                         f"{args.nb_classes}")
+        args.nb_classes = len(classes)
+    elif args.nb_classes < len(classes):
+        raise ValueError(f"{args.data_path}: {'val' if train is None else 'train'}/ has {len(classes)} classes "
+                         f"but --nb_classes is {args.nb_classes}")
     return train, val
+
+
+def describe(train, val, args):
+    """'<n> training images, <m> val images, <k> classes' for the start-up log."""
+    images = "no training images (--eval)" if train is None else f"{len(train)} training images"
+    return f"{images}, {len(val)} val images, {args.nb_classes} classes"
 
 
 class Mixup(timm.data.Mixup):
@@ -102,8 +110,14 @@ def index_shard(n, rank, world_size):
 
 
 def build_loaders(train, val, args):
-    """Shuffled (distributed) training loader that drops the last partial batch, and an
-    evaluation loader over this rank's share of val."""
+    """Shuffled (distributed) training loader that drops the last partial batch (None when train is
+    None: --eval), and an evaluation loader over this rank's share of val."""
+    common = dict(num_workers=args.num_workers, pin_memory=args.pin_mem and str(args.device).startswith("cuda"),
+                  persistent_workers=args.num_workers > 0)
+    val_loader = torch.utils.data.DataLoader(val, sampler=index_shard(len(val), args.rank, args.world_size),
+                                             batch_size=args.batch_size, **common)
+    if train is None:
+        return None, val_loader
     if args.distributed:
         sampler = torch.utils.data.DistributedSampler(train, args.world_size, args.rank, shuffle=True,
                                                       seed=args.seed)
@@ -112,10 +126,6 @@ def build_loaders(train, val, args):
     if len(train) < args.batch_size * args.world_size:
         raise ValueError(f"{args.data_path}/train: {len(train)} images, fewer than one batch of "
                          f"{args.batch_size} x {args.world_size} processes")
-    common = dict(num_workers=args.num_workers, pin_memory=args.pin_mem and str(args.device).startswith("cuda"),
-                  persistent_workers=args.num_workers > 0)
     train_loader = torch.utils.data.DataLoader(train, sampler=sampler, batch_size=args.batch_size,
                                                drop_last=True, **common)
-    val_loader = torch.utils.data.DataLoader(val, sampler=index_shard(len(val), args.rank, args.world_size),
-                                             batch_size=args.batch_size, **common)
     return train_loader, val_loader
