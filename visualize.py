@@ -261,7 +261,7 @@ def collect_inputs(args):
     and (name, BGR frame) to draw attention maps on."""
     if args.frames:
         f1, f2 = (read_image(p) for p in args.frames)
-        return [(f1, f2)], ["frames"], [(os.path.basename(p), img) for p, img in zip(args.frames, (f1, f2))]
+        return [(f1, f2)], ["frames"], [(os.path.splitext(os.path.basename(p))[0], img) for p, img in zip(args.frames, (f1, f2))]
     paths = [args.video] if args.video else demo_video_paths()
     pairs, labels, singles = [], [], []
     for path in paths:

@@ -1,6 +1,7 @@
 """visualize.py: pictures written at the expected size and not blank, from a video, two frames,
 a MAE checkpoint and (no arguments) the demo clips; attention maps sum to one per head."""
 import argparse
+import os
 
 import cv2
 import numpy as np
@@ -78,7 +79,7 @@ def test_two_frames_and_a_mae_visualize_checkpoint(tmp_path):
     paths = run(tmp_path / "out", "--checkpoint", str(tmp_path / "mae_visualize.pth"), "--no-norm_pix_loss",
                 "--frames", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--mask_ratios", "0.75",
                 "--attention_size", "32")
-    assert len(paths) == 3
+    assert [os.path.basename(p) for p in paths] == ["reconstruction_mask75.png", "attention_0_a.png", "attention_1_b.png"]
     args = argparse.Namespace(checkpoint=str(tmp_path / "mae_visualize.pth"), model=None, encoder=None,
                               norm_pix_loss=False)
     model = visualize.build_model(args)  # MAE's decoder is self-attention: SiamMAE's joint decoder
