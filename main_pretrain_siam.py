@@ -52,6 +52,9 @@ def get_args_parser():
     g.add_argument("--compile_mode", default="default",
                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                    help="torch.compile mode (reduce-overhead: CUDA graphs)")
+    g.add_argument("--amp_residual", action="store_true",
+                   help="keep the residual stream in the autocast dtype (bf16) instead of float32: less memory "
+                        "traffic per step, not bit-equal to the default (README, Speed)")
     g.add_argument("--sdpa", default="auto", choices=SDPA_BACKENDS,
                    help="fused attention kernels to use on CUDA (auto: PyTorch's choice per call)")
     g = parser.add_argument_group("data")
@@ -83,7 +86,7 @@ def build_model(args):
     return factory(img_size=args.input_size, encoder=args.encoder, decoder=args.decoder,
                    mask_pattern=args.mask_pattern, norm_pix_loss=args.norm_pix_loss,
                    decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,
-                   decoder_num_heads=args.decoder_num_heads)
+                   decoder_num_heads=args.decoder_num_heads, amp_residual=args.amp_residual)
 
 
 def build_optimizer(model, args):

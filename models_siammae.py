@@ -10,6 +10,7 @@ Every variant of the paper's ablations (Table 2) is a constructor option:
 - decoder: 'cross_self' (cross-attention f2 -> f1, self-attention over f2, MLP), 'cross'
   (cross-attention, MLP) or 'joint' (self-attention over both frames' full token sets);
 - masking: asymmetric (mask_ratio_f1 = 0) or symmetric, 'random' or 'grid' pattern.
+One speed option: amp_residual (see _stream).
 
 Builds on MAE: patchify, random masking, the decoder embedding and [MASK] tokens, the loss and the
 parameter names are MAE's, so released MAE weights initialise it (util.checkpoint.load_matching).
@@ -46,7 +47,8 @@ def grid_noise(h, w, mask_ratio, device):
 class SiamMAE(MaskedAutoencoderViT):
     """Siamese Masked Autoencoder with a ViT backbone."""
 
-    def __init__(self, encoder="siam", decoder="cross_self", mask_pattern="random", norm_pix_loss=True, **kwargs):
+    def __init__(self, encoder="siam", decoder="cross_self", mask_pattern="random", norm_pix_loss=True,
+                 amp_residual=False, **kwargs):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got '{encoder}'")
         if decoder not in DECODERS:
@@ -54,6 +56,7 @@ class SiamMAE(MaskedAutoencoderViT):
         if mask_pattern not in MASK_PATTERNS:
             raise ValueError(f"mask_pattern must be one of {MASK_PATTERNS}, got '{mask_pattern}'")
         self.encoder_type, self.decoder_type, self.mask_pattern = encoder, decoder, mask_pattern
+        self.amp_residual = amp_residual
         super().__init__(norm_pix_loss=norm_pix_loss, **kwargs)
 
     def build_decoder_blocks(self, dim, depth, num_heads, mlp_ratio, norm_layer):
@@ -80,7 +83,17 @@ class SiamMAE(MaskedAutoencoderViT):
         cls = self.cls_token + self.pos_embed[:, :1, :]
         return torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
 
+    def _stream(self, x):
+        """Tokens entering a stack of blocks. Under autocast the residual stream stays float32 (float32
+        tokens plus low-precision branch outputs); with amp_residual it is cast to the autocast dtype,
+        halving the bytes every residual add and LayerNorm moves (not bit-equal to float32)."""
+        device = x.device.type
+        if self.amp_residual and torch.is_autocast_enabled(device):
+            return x.to(torch.get_autocast_dtype(device))
+        return x
+
     def _encode(self, x):
+        x = self._stream(x)
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)
@@ -102,8 +115,8 @@ class SiamMAE(MaskedAutoencoderViT):
 
     def forward_decoder(self, latent1, latent2, ids_restore1, ids_restore2):
         """latents (N, 1 + len_keep_i, D) -> pred (N, L, p*p*3) for every patch of f2."""
-        y1 = self.restore_tokens(latent1, ids_restore1)
-        y2 = self.restore_tokens(latent2, ids_restore2)
+        y1 = self._stream(self.restore_tokens(latent1, ids_restore1))
+        y2 = self._stream(self.restore_tokens(latent2, ids_restore2))
         if self.decoder_type == "joint":
             y = torch.cat([y1, y2], dim=1)
             for blk in self.decoder_blocks:

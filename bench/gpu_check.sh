@@ -2,8 +2,9 @@
 # The prepared GPU check for a session lent a device machine (issue 7): one call, at most BUDGET (480) s;
 # sections run in the order named, and a section is skipped when the budget cannot cover it.
 #
-#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers nvjpeg data autotune models propagation
-#                                             (default: all, in that order)
+#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual nvjpeg data autotune models
+#                                             propagation (default: all, in that order; a lever's section needs
+#                                             its baseline, 'compiled', in the same call)
 # Here, once:   echo /.whl/ >> .git/info/exclude
 #               pip download --no-deps --only-binary=:all: -d .whl timm==0.4.12
 # Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], timeout_s=BUDGET+60); give_back.
@@ -32,9 +33,11 @@ if [ -n "${SMOKE:-}" ]; then  # the same commands at tiny sizes, on the CPU
   TINY=(--device cpu --input_size 64 --batch_size 4 --steps 1 --warmup_steps 1 --num_workers 2 --data_steps 2)
   ROWS=64; WORKERS=1,2; PAIRS=200; DEV=cpu; ATTN=(--device cpu --batch_size 2 --input_size 64 --reps 2 --warmup_s 0)
   PROP=(--devices cpu --model vit_tiny_patch16 --height 120 --width 160 --short_side 120 --frames 4)
+  CURVE=(--device cpu --model siammae_vit_tiny_patch16 --input_size 32 --batch_size 4 --decoder_depth 1 --steps 4
+         --every 2 --clips 2 --clip_frames 12)
   BUDGET=100000
 else
-  TINY=(); ROWS=16384; WORKERS=1,14; PAIRS=20000; DEV=cuda; ATTN=(); PROP=(--devices cuda --bf16)
+  TINY=(); ROWS=16384; WORKERS=1,14; PAIRS=20000; DEV=cuda; ATTN=(); PROP=(--devices cuda --bf16); CURVE=()
 fi
 limit() { local left=$((BUDGET - SECONDS)); echo $(( $1 < left ? $1 : left )); }
 py() {  # py SECONDS script args...: run a bench script within the budget, keep its JSON lines
@@ -55,6 +58,10 @@ levers() {  # attention kernels on the step's shapes; the step compiled with the
   echo "fastest attention kernels: $FASTEST" | tee -a "$ERR"
   [ "$FASTEST" != auto ] && step 200 "${S16[@]}" --steps 30 --compile --sdpa "$FASTEST" \
       --profile "$OUT/top_compiled_$FASTEST.txt"
+}
+residual() {  # the residual stream in bf16 (--amp_residual): speed, then the loss curve against float32's
+  step 200 "${S16[@]}" --steps 30 --compile --amp_residual --profile "$OUT/top_compiled_amp_residual.txt"
+  py 240 bench/loss_curve.py "${S16[@]}" --compile --steps 200 --every 25 --lever=--amp_residual "${CURVE[@]}"
 }
 make_frames() {  # 8 distinct clips listed ROWS times in the manifest: long epochs, no copies
   [ -f /tmp/frames/manifest.csv ] && return
@@ -109,7 +116,7 @@ models() {
 autotune() { step 400 "${S16[@]}" --steps 30 --compile --compile_mode max-autotune-no-cudagraphs --sdpa "$FASTEST"; }
 propagation() { py 100 bench/propagation.py "${PROP[@]}"; }
 
-for section in "${@:-steps compiled levers nvjpeg data autotune models propagation}"; do
+for section in "${@:-steps compiled levers residual nvjpeg data autotune models propagation}"; do
   for s in $section; do "$s"; done
 done
 echo "gpu_check done in ${SECONDS}s"

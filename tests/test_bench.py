@@ -1,7 +1,9 @@
 """The benchmark scripts keep running on the CPU (their figures are printed, not asserted)."""
 import json
 
-from bench import attention, data_throughput
+import torch
+
+from bench import attention, data_throughput, loss_curve
 
 
 def test_attention_bench_times_every_shape_of_the_step():
@@ -27,3 +29,28 @@ def test_data_throughput_counts_only_pairs_made_after_start_up(tmp_path, capsys)
     assert [r["workers"] for r in rows] == [0, 1]
     for r in rows:  # 1 + 2 * workers batches of 2 items x 2 pairs are left out of the count
         assert r["pairs"] >= 8 and r["pairs"] % 4 == 0 and r["pairs_per_s"] > 0
+
+
+def test_loss_curve_pairs_are_crops_of_one_clip_a_few_frames_apart():
+    args = loss_curve.get_args_parser().parse_args(
+        ["--input_size", "8", "--batch_size", "6", "--clips", "2", "--clip_frames", "12", "--device", "cpu"])
+    bank = loss_curve.clip_bank(args, torch.device("cpu"))
+    assert bank.shape == (2, 12, 3, 40, 40) and bank.dtype == torch.uint8
+    frames, skipped = next(loss_curve.pair_batches(bank, args, torch.device("cpu")))
+    assert frames.shape == (6, 1, 2, 3, 8, 8) and skipped.shape == (6,)
+    for f1, f2 in frames[:, 0]:  # find each crop in the bank by exhaustive search
+        windows = bank.unfold(3, 8, 1).unfold(4, 8, 1)  # (clip, t, 3, y, x, 8, 8)
+        hits1 = (windows == f1[None, None, :, None, None]).all(dim=(2, 5, 6)).nonzero().tolist()
+        hits2 = (windows == f2[None, None, :, None, None]).all(dim=(2, 5, 6)).nonzero().tolist()
+        assert any(c1 == c2 and y1 == y2 and x1 == x2 and 2 <= t2 - t1 <= 8
+                   for c1, t1, y1, x1 in hits1 for c2, t2, y2, x2 in hits2)
+
+
+def test_loss_curve_runs_baseline_repeat_and_lever():
+    argv = ["--model", "siammae_vit_tiny_patch16", "--input_size", "32", "--batch_size", "4", "--decoder_depth", "1",
+            "--steps", "4", "--every", "2", "--clips", "2", "--clip_frames", "12", "--amp", "bf16", "--device", "cpu",
+            "--lever=--amp_residual"]
+    runs, summary = loss_curve.main(loss_curve.get_args_parser().parse_args(argv), argv)
+    assert [len(v) for v in runs.values()] == [2, 2, 2]
+    assert runs["baseline"] == runs["baseline_repeat"] and summary["max_rel_gap_repeat"] == 0  # CPU: deterministic
+    assert 0 < summary["max_rel_gap_lever"] < 0.01

@@ -132,3 +132,28 @@ def test_tiny_siammae_overfits_one_pair():
     with torch.no_grad():
         last = sum(model(frames, mask_ratio=0.75)[0].item() for _ in range(8)) / 8
     assert last < 0.1 * first, (first, last)
+
+
+def test_amp_residual_keeps_the_stream_in_the_autocast_dtype_close_to_float32():
+    torch.manual_seed(0)
+    base, fast = tiny(), tiny(amp_residual=True)
+    fast.load_state_dict(base.state_dict())
+    dtypes = {}
+    fast.blocks[0].register_forward_pre_hook(lambda m, a: dtypes.__setitem__("encoder", a[0].dtype))
+    fast.decoder_blocks[0].register_forward_pre_hook(lambda m, a: dtypes.__setitem__("decoder", (a[0].dtype, a[1].dtype)))
+    frames = pair(4)
+
+    def loss_and_grad(model, amp):
+        torch.manual_seed(1)  # the same masks
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss, _, _ = model(frames)
+        model.zero_grad()
+        loss.backward()
+        return loss.detach().float(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    (l_base, g_base), (l_fast, g_fast) = loss_and_grad(base, True), loss_and_grad(fast, True)
+    assert dtypes == {"encoder": torch.bfloat16, "decoder": (torch.bfloat16, torch.bfloat16)}
+    assert abs(l_fast - l_base) < 2e-3 * l_base
+    assert torch.nn.functional.cosine_similarity(g_fast, g_base, dim=0) > 0.999
+    (l_base, g_base), (l_fast, g_fast) = loss_and_grad(base, False), loss_and_grad(fast, False)
+    assert torch.equal(l_base, l_fast) and torch.equal(g_base, g_fast)  # no autocast: nothing changes
