@@ -36,6 +36,9 @@ def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=N
     g.add_argument("--queue", default=queue, type=int, help="previous frames (with propagated labels) kept as context")
     g.add_argument("--radius", default=radius, type=float, help="sources within this many patches of the query")
     g.add_argument("--restrict_first", action="store_true", help="apply --radius to the first frame too")
+    g.add_argument("--norm_mask", action="store_true",
+                   help="label maps (DAVIS, VIP): scale each label's upsampled scores to [0, 1] before the "
+                        "argmax, as DINO's DAVIS script does")
     parser.add_argument("--output_dir", default="./output_dir", help="where predictions and scores are written")
     return parser
 
@@ -76,7 +79,7 @@ def propagate_masks(extractor, frame_paths, mask0, n_labels, args):
     size, grid, features = video_features(extractor, frame_paths, args)
     labels0 = labels_to_grid(torch.from_numpy(mask0.astype(np.int64)).to(extractor.device), n_labels, grid)
     for soft in propagate(features, labels0, **propagation_kwargs(args)):
-        yield grid_to_labels(soft, size, mask0.shape).to(torch.uint8).cpu().numpy()
+        yield grid_to_labels(soft, size, mask0.shape, args.norm_mask).to(torch.uint8).cpu().numpy()
 
 
 def run(main, parser):

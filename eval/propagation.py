@@ -122,15 +122,19 @@ def labels_to_grid(mask, n_labels, grid):
     return pooled[0].permute(1, 2, 0)
 
 
-def grid_to_labels(soft, frame_size, out_size):
+def grid_to_labels(soft, frame_size, out_size, norm_mask=False):
     """Soft grid labels to a label map: bilinear upsampling to the frame the network saw, argmax,
-    nearest resize to the annotation size.
+    nearest resize to the annotation size. norm_mask: first scale each label's map to [0, 1]
+    (min-max; maps whose maximum is not above 0 are left alone), as DINO's DAVIS script does.
 
     soft: (h, w, K); frame_size: (H', W') network input; out_size: (H, W). Returns (H, W) int64.
     """
     up = F.interpolate(soft.permute(2, 0, 1)[None].float(), size=tuple(frame_size), mode="bilinear",
-                       align_corners=False)
-    labels = up[0].argmax(dim=0)
+                       align_corners=False)[0]
+    if norm_mask:
+        low, high = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
+        up = torch.where(high > 0, (up - low) / (high - low).clamp_min(1e-12), up)
+    labels = up.argmax(dim=0)
     if tuple(frame_size) == tuple(out_size):
         return labels
     return F.interpolate(labels[None, None].float(), size=tuple(out_size), mode="nearest-exact")[0, 0].long()

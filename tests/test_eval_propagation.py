@@ -1,4 +1,5 @@
 """Label propagation: the chunked affinity equals the dense one; oracle features reproduce labels."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -110,3 +111,19 @@ def test_labels_to_grid_and_back():
     labels = grid_to_labels(grid, (8, 12), (16, 24))
     assert labels.shape == (16, 24)
     assert labels[:4, :8].eq(1).all() and labels[12:, 16:].eq(0).all()
+
+
+def test_norm_mask_scales_each_label_to_unit_range_before_the_argmax():
+    """Label 1 never wins a plain argmax, but it does where its own scores peak once each label's map
+    is min-max scaled (DINO's norm_mask), computed here by hand with numpy on the same upsampling."""
+    torch.manual_seed(0)
+    soft = torch.rand(3, 4, 3)
+    soft[..., 0] += 1.0  # background dominates everywhere
+    soft[..., 2] = 0.0  # an absent label: left alone (all zero)
+    plain = grid_to_labels(soft, (6, 8), (6, 8))
+    assert plain.eq(0).all()
+    normed = grid_to_labels(soft, (6, 8), (6, 8), norm_mask=True)
+    up = F.interpolate(soft.permute(2, 0, 1)[None], size=(6, 8), mode="bilinear", align_corners=False)[0].numpy()
+    scaled = np.stack([(c - c.min()) / (c.max() - c.min()) if c.max() > 0 else c for c in up])
+    np.testing.assert_array_equal(normed.numpy(), scaled.argmax(0))
+    assert normed.eq(1).any() and not normed.eq(2).any()
