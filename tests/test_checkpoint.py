@@ -8,7 +8,7 @@ import models_mae
 import models_siammae
 import models_vit
 from util.checkpoint import (encoder_state_dict, is_training_checkpoint, load_checkpoint, load_exact,
-                             load_matching, model_state_dict, save_atomic)
+                             load_matching, model_state_dict, restore_training_state, save_atomic)
 
 MAE = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
            decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=4)
@@ -121,6 +121,11 @@ def test_training_checkpoint_with_namespace_round_trip(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
     with pytest.raises(ValueError, match="does not fit this model"):
         load_exact(siammae(decoder="cross"), loaded["model"], path)
+    params = list(fresh.parameters())  # the same tensors in two groups: the saved state does not fit
+    two_groups = torch.optim.AdamW([{"params": params[:3]}, {"params": params[3:]}])
+    with pytest.raises(ValueError, match="checkpoint-last.pth: its optimizer state does not fit") as e:
+        restore_training_state(loaded, fresh, two_groups, None, path)
+    assert "\n" not in str(e.value)
 
 
 def test_failed_save_keeps_previous_file(tmp_path):

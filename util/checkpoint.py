@@ -220,7 +220,11 @@ def _rng_states_of_all_ranks():
 def restore_training_state(ckpt, model, optimizer, scaler, source="checkpoint"):
     """Inverse of training_state. Returns (start_epoch, start_iteration)."""
     load_exact(model, ckpt["model"], source)
-    optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as e:
+        raise ValueError(f"{source}: its optimizer state does not fit this run's parameter groups (saved "
+                         f"with other options or by an earlier version): {e}") from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     states = ckpt.get("rng") or []
