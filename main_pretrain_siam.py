@@ -46,6 +46,7 @@ def get_args_parser():
     g.add_argument("--decoder_embed_dim", default=512, type=int)
     g.add_argument("--decoder_depth", default=8, type=int)
     g.add_argument("--decoder_num_heads", default=16, type=int)
+    g.add_argument("--decoder_mlp_ratio", default=4.0, type=float, help="decoder MLP width / decoder width")
     g.add_argument("--norm_pix_loss", action=argparse.BooleanOptionalAction, default=True,
                    help="predict per-patch normalised pixels (the paper's target)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -86,7 +87,8 @@ def build_model(args):
     return factory(img_size=args.input_size, encoder=args.encoder, decoder=args.decoder,
                    mask_pattern=args.mask_pattern, norm_pix_loss=args.norm_pix_loss,
                    decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,
-                   decoder_num_heads=args.decoder_num_heads, amp_residual=args.amp_residual)
+                   decoder_num_heads=args.decoder_num_heads, decoder_mlp_ratio=args.decoder_mlp_ratio,
+                   amp_residual=args.amp_residual)
 
 
 def build_optimizer(model, args):

@@ -48,7 +48,7 @@ class SiamMAE(MaskedAutoencoderViT):
     """Siamese Masked Autoencoder with a ViT backbone."""
 
     def __init__(self, encoder="siam", decoder="cross_self", mask_pattern="random", norm_pix_loss=True,
-                 amp_residual=False, **kwargs):
+                 amp_residual=False, decoder_mlp_ratio=None, **kwargs):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got '{encoder}'")
         if decoder not in DECODERS:
@@ -57,10 +57,11 @@ class SiamMAE(MaskedAutoencoderViT):
             raise ValueError(f"mask_pattern must be one of {MASK_PATTERNS}, got '{mask_pattern}'")
         self.encoder_type, self.decoder_type, self.mask_pattern = encoder, decoder, mask_pattern
         self.amp_residual = amp_residual
+        self.decoder_mlp_ratio = decoder_mlp_ratio  # None: the encoder's (MAE's decoder)
         super().__init__(norm_pix_loss=norm_pix_loss, **kwargs)
 
     def build_decoder_blocks(self, dim, depth, num_heads, mlp_ratio, norm_layer):
-        block = DECODERS[self.decoder_type]
+        block, mlp_ratio = DECODERS[self.decoder_type], self.decoder_mlp_ratio or mlp_ratio
         return nn.ModuleList([block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
                               for _ in range(depth)])
 

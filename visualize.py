@@ -195,9 +195,10 @@ def siammae_config(sd, saved, args, source):
     def pick(key, default):
         chosen = getattr(args, key, None)
         return chosen if chosen is not None else getattr(saved, key, default)
+    decoder_dim = sd["decoder_embed.weight"].shape[0]
     return dict(**cfg, mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / cfg["embed_dim"],
-                norm_layer=partial(nn.LayerNorm, eps=1e-6), decoder=decoder,
-                decoder_embed_dim=sd["decoder_embed.weight"].shape[0],
+                norm_layer=partial(nn.LayerNorm, eps=1e-6), decoder=decoder, decoder_embed_dim=decoder_dim,
+                decoder_mlp_ratio=sd["decoder_blocks.0.mlp.fc1.weight"].shape[0] / decoder_dim,
                 decoder_depth=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("decoder_blocks.")),
                 decoder_num_heads=getattr(saved, "decoder_num_heads", 16),
                 encoder=pick("encoder", "siam"), mask_pattern=getattr(saved, "mask_pattern", "random"),

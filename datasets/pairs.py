@@ -14,7 +14,7 @@ import logging
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate, get_worker_info
+from torch.utils.data import Dataset, default_collate
 
 from .crops import global_local_crop
 from .sources import TruncatedError, UnreadableError
@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 REFERENCE_FPS = 30.0
 MAX_ATTEMPTS = 100
-_worker_threads_set = False
 
 
 def scaled_gap(frame_gap, fps):
@@ -77,12 +76,13 @@ def _reason(path, err):
     return f'{path}: {type(err).__name__}' + (f': {lines[0]}' if lines else '')
 
 
-def _single_thread_in_workers():
-    """cv2 runs one thread per loader worker (the workers are the parallelism)."""
-    global _worker_threads_set
-    if not _worker_threads_set and get_worker_info() is not None:
+def one_cv2_thread():
+    """OpenCV runs one thread per process: the loader workers are the parallelism. Called where the
+    dataset is made, before the loader forks its workers: a worker forked while OpenCV's thread pool
+    runs inherits the pool's state without its threads, and hangs when it resizes the pool (seen in
+    pthread_cond_destroy). Called again in each worker, for start methods other than fork."""
+    if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
-        _worker_threads_set = True
 
 
 class PairDataset(Dataset):
@@ -119,6 +119,7 @@ class PairDataset(Dataset):
         self._unreadable = torch.zeros(len(source), dtype=torch.bool).share_memory_()
         self._short = torch.zeros(len(source), dtype=torch.bool).share_memory_()
         self._decodable = torch.zeros(len(source), dtype=torch.int64).share_memory_()  # truncated videos: > 0
+        one_cv2_thread()
 
     def __len__(self):
         return len(self.source)
@@ -128,7 +129,7 @@ class PairDataset(Dataset):
         see the epoch), or an index alone for epoch 0.
         -> (frames (R, 2, 3, S, S) uint8 RGB, n_skipped int); with encoded=True
         ((jpegs: 2R uint8 1-D tensors, crops (R, 5) rows (y, x, h, w, flip)), n_skipped)."""
-        _single_thread_in_workers()
+        one_cv2_thread()
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = np.random.default_rng([self.seed, epoch, index])
         i, n_skipped = index, 0

@@ -1,4 +1,7 @@
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -222,3 +225,27 @@ def test_truncated_video_gives_pairs_from_its_decodable_frames(tmp_path, caplog)
             t1, t2 = (decode_index(f.transpose(1, 2, 0)[..., ::-1]) for f in (f1, f2))
             assert 0 <= t1 < t2 < decodable and 4 <= t2 - t1 <= 48
     assert first.stats() == second.stats() == dict(items=1, unreadable=0, short=0, truncated=1)
+
+
+def test_loader_workers_do_not_hang_after_opencv_ran_threaded_in_the_parent(tmp_path):
+    """A worker forked while OpenCV's thread pool ran used to hang in cv2.setNumThreads; in its own
+    process, so that a hang fails this test by timeout instead of stopping the suite."""
+    script = tmp_path / 'fork.py'
+    script.write_text(
+        'import numpy as np, cv2, torch\n'
+        'from torch.utils.data import DataLoader\n'
+        'from datasets.pairs import PairDataset\n'
+        'from datasets.synthetic import make_frames_folder\n'
+        'from datasets.frames import FrameSource\n'
+        'cv2.setNumThreads(4)\n'
+        'img = np.random.randint(0, 255, (1500, 1500, 3), np.uint8)\n'
+        'for _ in range(5): cv2.resize(img, (700, 700))  # the parent\'s pool runs\n'
+        f'dataset = PairDataset(FrameSource(make_frames_folder({str(tmp_path / "f")!r}, 2, 8, size=(48, 64))),\n'
+        '                      input_size=32, frame_gap=(2, 4))\n'
+        'batch, _ = next(iter(DataLoader(dataset, batch_size=2, num_workers=1)))\n'
+        'print(tuple(batch.shape))\n')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=root, env={**os.environ, 'PYTHONPATH': root})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == '(2, 2, 2, 3, 32, 32)'

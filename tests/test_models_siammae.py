@@ -157,3 +157,10 @@ def test_amp_residual_keeps_the_stream_in_the_autocast_dtype_close_to_float32():
     assert torch.nn.functional.cosine_similarity(g_fast, g_base, dim=0) > 0.999
     (l_base, g_base), (l_fast, g_fast) = loss_and_grad(base, False), loss_and_grad(fast, False)
     assert torch.equal(l_base, l_fast) and torch.equal(g_base, g_fast)  # no autocast: nothing changes
+
+
+def test_decoder_mlp_ratio_sets_the_decoder_mlps_only():
+    model = tiny(decoder_mlp_ratio=8)  # CropMAE: 2048-wide MLPs at width 256
+    assert model.decoder_blocks[0].mlp.fc1.weight.shape == (8 * 32, 32)
+    assert model.blocks[0].mlp.fc1.weight.shape == (4 * 64, 64)
+    assert tiny().decoder_blocks[0].mlp.fc1.weight.shape == (4 * 32, 32)  # default: the encoder's ratio

@@ -24,7 +24,7 @@ def tiny_siammae(**kw):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny SiamMAE checkpoint as pre-training writes it: weights and training arguments."""
-    model = tiny_siammae(decoder="cross", encoder="joint")
+    model = tiny_siammae(decoder="cross", encoder="joint", decoder_mlp_ratio=2)  # a CropMAE-like narrow MLP
     args = argparse.Namespace(model="siammae_vit_tiny_patch16", input_size=32, encoder="joint", decoder="cross",
                               norm_pix_loss=False, mask_pattern="grid", decoder_num_heads=4)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint-last.pth"
