@@ -15,6 +15,10 @@ from torchvision.ops import roi_align
 
 from util.image import normalize
 
+# Frames per decode_jpeg call: nvJPEG's batched decoder failed on 256 frames on an H200 machine
+# (torchvision 0.26) and decoded 8; bench/gpu_check.sh nvjpeg probes 8, 64 and 256.
+DECODE_CHUNK = 64
+
 
 class EncodedPairs(NamedTuple):
     """A batch of undecoded pairs: jpegs, B*R*2 uint8 1-D tensors (item, pair, frame order);
@@ -34,7 +38,8 @@ def collate_encoded(items, size):
 def decode_crop(jpegs, crops, size, device):
     """Decode and crop pairs on device -> (B*R, 2, 3, size, size) float32 RGB in 0..255."""
     try:
-        images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+        images = [img for i in range(0, len(jpegs), DECODE_CHUNK)
+                  for img in decode_jpeg(jpegs[i:i + DECODE_CHUNK], mode=ImageReadMode.RGB, device=device)]
     except RuntimeError as e:  # e.g. nvJPEG's hardware decoder unusable on this machine
         reason = str(e).splitlines()[0]
         raise RuntimeError(f"--gpu_decode: decoding {len(jpegs)} JPEG frames on {device} failed ({reason}); "

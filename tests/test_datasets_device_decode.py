@@ -50,6 +50,19 @@ def test_device_decode_matches_cpu_path(frames_root):
         assert (out.flip(-1) - ref).abs().mean() > 10 * diff.mean()
 
 
+def test_decoding_in_chunks_changes_nothing(frames_root, monkeypatch):
+    import datasets.device_decode as device_decode
+    enc = dataset(frames_root, True)
+    batch = enc.collate([enc[i] for i in range(len(SIZES))])  # 18 frames
+    whole, _ = to_device(batch, "cpu")
+    calls = []
+    decode = device_decode.decode_jpeg
+    monkeypatch.setattr(device_decode, "decode_jpeg", lambda jpegs, **kw: calls.append(len(jpegs)) or decode(jpegs, **kw))
+    monkeypatch.setattr(device_decode, "DECODE_CHUNK", 4)
+    chunked, _ = to_device(batch, "cpu")
+    assert calls == [4, 4, 4, 4, 2] and torch.equal(chunked, whole)
+
+
 def test_truncated_jpegs_are_skipped_in_the_worker(frames_root, tmp_path):
     root = tmp_path / "frames"
     shutil.copytree(frames_root, root)
