@@ -103,7 +103,9 @@ def matmul_tflops(device, dtype, n=8192, reps=20):
 
 KERNEL_KINDS = (  # (kind, pattern on a CUDA kernel's or a CPU op's name), first match wins
     ("matmul", r"^triton_tem"),  # Inductor's matmul templates (max-autotune)
-    ("inductor_fused", r"^triton_"),
+    ("inductor_layernorm", r"^triton_.*layer_norm"),  # Inductor's fused kernels, by what they fuse
+    ("inductor_gelu", r"^triton_.*gelu"),
+    ("inductor_other", r"^triton_"),
     ("attention", r"flash|fmha|attention|sdpa"),
     ("optimizer", r"adam|multi_tensor|foreach"),
     ("matmul", r"gemm|nvjet|cutlass|xmma|matmul|\bmm\b|addmm|bmm|linear"),

@@ -86,3 +86,14 @@ def test_flop_count_includes_the_fused_cpu_attention(monkeypatch):
     # (self + cross) x 4 heads of 16
     recompute = 12 * 2 * 3 * (17 * 17 + 1 * 1) * 64 + 2 * 2 * (2 * 4 * 17 * 17 * 16)
     assert fused - plain == recompute
+
+
+def test_profile_kernel_kinds():
+    kinds = {name: train_step.kernel_kind(name) for name in (
+        "triton_red_fused__to_copy_add_native_layer_norm_native_layer_norm_backward_12",
+        "triton_poi_fused_gelu_gelu_backward_view_7", "triton_poi_fused_add_mul_3", "triton_tem_fused_mm_0",
+        "sm90_xmma_gemm_bf16bf16_bf16f32", "cudnn_generated_fort_native_sdpa_sm90_flash_bprop",
+        "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamW>",
+        "void at::native::vectorized_layer_norm_kernel<float, float>")}
+    assert list(kinds.values()) == ["inductor_layernorm", "inductor_gelu", "inductor_other", "matmul", "matmul",
+                                    "attention", "optimizer", "layernorm"]
