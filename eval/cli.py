@@ -9,7 +9,7 @@ import torch
 
 from eval.features import FeatureExtractor, load_encoder, network_size
 from eval.files import InputError, image_size, read_rgb
-from eval.propagation import grid_to_labels, labels_to_grid, propagate
+from eval.propagation import WINDOWS, grid_to_labels, labels_to_grid, propagate
 from util.misc import setup_logging
 
 
@@ -35,6 +35,8 @@ def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=N
                    help="softmax temperature on the top-k dot products")
     g.add_argument("--queue", default=queue, type=int, help="previous frames (with propagated labels) kept as context")
     g.add_argument("--radius", default=radius, type=float, help="sources within this many patches of the query")
+    g.add_argument("--window", default="circle", choices=WINDOWS,
+                   help="neighbourhood shape: circle (distance < radius, CRW) or square (offsets <= radius, DINO)")
     g.add_argument("--restrict_first", action="store_true", help="apply --radius to the first frame too")
     g.add_argument("--norm_mask", action="store_true",
                    help="label maps (DAVIS, VIP): scale each label's upsampled scores to [0, 1] before the "
@@ -50,7 +52,7 @@ def check_propagation_args(args):
 
 def propagation_kwargs(args):
     return dict(topk=args.topk, temperature=args.temperature, queue=args.queue, radius=args.radius,
-                restrict_first=args.restrict_first)
+                restrict_first=args.restrict_first, window=args.window)
 
 
 def extractor_from_args(args):

@@ -6,11 +6,12 @@ of a context -- the first frame with its ground truth plus the last ``queue`` fr
 propagated soft labels -- scores them by the dot product of L2-normalised features, keeps its
 ``topk`` best sources over all context frames, and takes the softmax(score / temperature)
 weighted mean of their labels. Sources of the queue frames (and of the first frame with
-``restrict_first``) must lie within ``radius`` patches (Euclidean distance on the patch grid,
-strictly less, as CRW's ``MaskedAttention``) of the query's position.
+``restrict_first``) must lie within ``radius`` patches of the query's position: window 'circle',
+Euclidean distance on the patch grid strictly less than radius (CRW's ``MaskedAttention``), or
+'square', row and column offsets both at most radius (DINO's ``restrict_neighborhood``).
 
 Memory stays bounded: affinities are computed for a band of query rows at a time against only
-the source rows their circles can reach, never as a dense (context, h*w, h*w) tensor.
+the source rows their windows can reach, never as a dense (context, h*w, h*w) tensor.
 """
 import functools
 import math
@@ -19,19 +20,26 @@ import torch
 import torch.nn.functional as F
 
 MAX_ELEMS = 2 ** 27  # affinity entries per chunk: 512 MiB in float32
+WINDOWS = ("circle", "square")
 
 
 @functools.lru_cache(maxsize=256)  # the same few bands recur on every frame of a video
-def neighbourhood(rows, src_rows, width, radius, device):
-    """Which sources lie within `radius` of each query.
+def neighbourhood(rows, src_rows, width, radius, device, window="circle"):
+    """Which sources lie within `radius` of each query (window: 'circle' or 'square').
 
     rows: query rows (r0, r1); src_rows: source rows (s0, s1); width: grid width w.
     Returns bool (Q, S), Q = (r1 - r0) * w queries, S = (s1 - s0) * w sources, row-major.
     """
     dy = torch.arange(*rows, device=device)[:, None] - torch.arange(*src_rows, device=device)[None]
     dx = torch.arange(width, device=device)[:, None] - torch.arange(width, device=device)[None]
-    d2 = dy[:, None, :, None] ** 2 + dx[None, :, None, :] ** 2  # (r1 - r0, w, s1 - s0, w)
-    return (d2 < radius * radius).reshape(dy.shape[0] * width, dy.shape[1] * width)
+    dy, dx = dy[:, None, :, None], dx[None, :, None, :]  # (r1 - r0, w, s1 - s0, w) once broadcast
+    near = (dy.abs() <= radius) & (dx.abs() <= radius) if window == "square" else dy ** 2 + dx ** 2 < radius * radius
+    return near.reshape(dy.shape[0] * width, dy.shape[2] * width)
+
+
+def reach_rows(radius, window):
+    """Row offsets beyond which no source is inside any query's window."""
+    return max(0, math.floor(radius) if window == "square" else math.ceil(radius) - 1)
 
 
 def rows_per_chunk(h, w, n_local, reach, n_global, max_elems):
@@ -47,7 +55,7 @@ def rows_per_chunk(h, w, n_local, reach, n_global, max_elems):
 
 
 def propagate_frame(query, local_feats, local_labels, global_feats, global_labels, topk, temperature,
-                    radius, max_elems=MAX_ELEMS):
+                    radius, max_elems=MAX_ELEMS, window="circle"):
     """Soft labels of one frame from its context.
 
     query: (h, w, D) features of the frame to label.
@@ -57,7 +65,7 @@ def propagate_frame(query, local_feats, local_labels, global_feats, global_label
     """
     h, w, dim = query.shape
     n_local, n_global, n_labels = local_feats.shape[0], global_feats.shape[0], local_labels.shape[-1]
-    reach = max(0, math.ceil(radius) - 1)  # rows farther than this are outside every circle
+    reach = reach_rows(radius, window)
     step = rows_per_chunk(h, w, n_local, reach, n_global, max_elems)
     out = query.new_empty(h, w, n_labels)
     for r0 in range(0, h, step):
@@ -68,7 +76,7 @@ def propagate_frame(query, local_feats, local_labels, global_feats, global_label
         src_labels = torch.cat([global_labels, local_labels[:, s0:s1].reshape(-1, n_labels)])
         aff = q @ src_feats.T  # (Q, M + C*S)
         if n_local:
-            near = neighbourhood((r0, r1), (s0, s1), w, float(radius), query.device)  # (Q, S)
+            near = neighbourhood((r0, r1), (s0, s1), w, float(radius), query.device, window)  # (Q, S)
             aff[:, n_global:].view(q.shape[0], n_local, -1).masked_fill_(~near[:, None], float("-inf"))
         scores, idx = aff.topk(min(topk, aff.shape[1]), dim=1)  # (Q, k)
         weights = F.softmax(scores / temperature, dim=1)
@@ -77,7 +85,7 @@ def propagate_frame(query, local_feats, local_labels, global_feats, global_label
 
 
 def propagate(features, labels0, topk=7, temperature=0.1, queue=20, radius=20., restrict_first=False,
-              max_elems=MAX_ELEMS):
+              max_elems=MAX_ELEMS, window="circle"):
     """Carry the first frame's labels through a video.
 
     features: iterable of per-frame (h, w, D) L2-normalised features, frame 0 first (a (T, h, w, D)
@@ -85,6 +93,8 @@ def propagate(features, labels0, topk=7, temperature=0.1, queue=20, radius=20., 
     labels0: (h, w, K) first-frame labels on the feature grid (one-hot, soft, or heatmaps).
     Yields (h, w, K) soft labels of frames 1, 2, ... in order.
     """
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {WINDOWS}, got '{window}'")
     frames = iter(features)
     first = next(frames)
     if first.shape[:2] != labels0.shape[:2]:
@@ -104,7 +114,7 @@ def propagate(features, labels0, topk=7, temperature=0.1, queue=20, radius=20., 
             local_feats = torch.cat([first[None], local_feats])
             local_labels = torch.cat([labels0[None], local_labels])
         soft = propagate_frame(feat, local_feats, local_labels, global_feats, global_labels,
-                               topk, temperature, radius, max_elems)
+                               topk, temperature, radius, max_elems, window)
         if queue > 0:
             ring_feats[t % queue], ring_labels[t % queue] = feat, soft
         yield soft

@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eval.propagation import grid_to_labels, labels_to_grid, propagate, propagate_frame, rows_per_chunk
+from eval.propagation import (grid_to_labels, labels_to_grid, neighbourhood, propagate, propagate_frame,
+                              rows_per_chunk)
 
 
-def dense_frame(query, frames, labels, first, first_labels, topk, temperature, radius, restrict_first):
+def dense_frame(query, frames, labels, first, first_labels, topk, temperature, radius, restrict_first, window):
     """Reference: the whole (context, hw, hw) affinity at once, masked, top-k over all frames."""
     h, w, dim = query.shape
     feats = torch.cat([first[None], frames]).reshape(-1, h * w, dim)  # (C+1, hw, D)
@@ -15,7 +16,7 @@ def dense_frame(query, frames, labels, first, first_labels, topk, temperature, r
     aff = torch.einsum("qd,cnd->qcn", query.reshape(-1, dim), feats)  # (hw, C+1, hw)
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     pos = torch.stack([yy.flatten(), xx.flatten()], 1).float()
-    near = torch.cdist(pos, pos) < radius  # (hw, hw)
+    near = torch.cdist(pos, pos) < radius if window == "circle" else torch.cdist(pos, pos, p=float("inf")) <= radius
     restricted = torch.ones(feats.shape[0], dtype=torch.bool)
     restricted[0] = restrict_first
     allowed = near[:, None, :] | ~restricted[None, :, None]
@@ -36,10 +37,12 @@ def random_context(seed, h=7, w=9, dim=16, n_ctx=3, n_labels=4):
 @pytest.mark.parametrize("radius", [1, 2.5, 4, 100])
 @pytest.mark.parametrize("restrict_first", [False, True])
 @pytest.mark.parametrize("max_elems", [1, 2000, 2 ** 27])
-def test_chunked_equals_dense(radius, restrict_first, max_elems):
+@pytest.mark.parametrize("window", ["circle", "square"])
+def test_chunked_equals_dense(radius, restrict_first, max_elems, window):
     query, frames, labels, first, first_labels = random_context(seed=int(radius * 10) + restrict_first)
     topk, temperature = 5, 0.1
-    expected = dense_frame(query, frames, labels, first, first_labels, topk, temperature, radius, restrict_first)
+    expected = dense_frame(query, frames, labels, first, first_labels, topk, temperature, radius, restrict_first,
+                           window)
     dim, n_labels = query.shape[-1], labels.shape[-1]
     if restrict_first:
         local_feats, local_labels = torch.cat([first[None], frames]), torch.cat([first_labels[None], labels])
@@ -48,8 +51,18 @@ def test_chunked_equals_dense(radius, restrict_first, max_elems):
         local_feats, local_labels = frames, labels
         global_feats, global_labels = first.reshape(-1, dim), first_labels.reshape(-1, n_labels)
     got = propagate_frame(query, local_feats, local_labels, global_feats, global_labels, topk, temperature,
-                          radius, max_elems)
+                          radius, max_elems, window)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_square_window_is_wider_than_the_circle_and_unknown_windows_are_refused():
+    """At radius 2 the square keeps the corner offsets (2, 2) that the circle (distance < 2) drops."""
+    circle = neighbourhood((0, 5), (0, 5), 5, 2.0, "cpu", "circle").reshape(5, 5, 5, 5)
+    square = neighbourhood((0, 5), (0, 5), 5, 2.0, "cpu", "square").reshape(5, 5, 5, 5)
+    assert square[2, 2].all() and not circle[2, 2, 0, 0] and not circle[2, 2, 4, 4]
+    assert circle[2, 2].sum() == 9 and square[2, 2].sum() == 25 and square[0, 0].sum() == 9
+    with pytest.raises(ValueError, match="window must be one of"):
+        next(propagate(torch.zeros(2, 3, 3, 4), torch.zeros(3, 3, 2), window="diamond"))
 
 
 def test_rows_per_chunk_respects_the_budget():
