@@ -9,6 +9,8 @@
 #               pip download --no-deps --only-binary=:all: -d .whl timm==0.4.12
 # Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], timeout_s=BUDGET+60); give_back.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
+# Left for issue 7 (one 15-minute session): BUDGET=520 bash bench/gpu_check.sh compiled residual data,
+# then (another call or session) autotune, models, nvjpeg.
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
