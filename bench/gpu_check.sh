@@ -63,7 +63,7 @@ levers() {  # attention kernels on the step's shapes; the step compiled with the
 }
 residual() {  # the residual stream in bf16 (--amp_residual): speed, then the loss curve against float32's
   step 200 "${S16[@]}" --steps 30 --compile --amp_residual --profile "$OUT/top_compiled_amp_residual.txt"
-  py 240 bench/loss_curve.py "${S16[@]}" --compile --steps 200 --every 25 --lever=--amp_residual "${CURVE[@]}"
+  py 150 bench/loss_curve.py "${S16[@]}" --steps 200 --every 25 --lever=--amp_residual "${CURVE[@]}"  # eager: no compiles
 }
 make_frames() {  # 8 distinct clips listed ROWS times in the manifest: long epochs, no copies
   [ -f /tmp/frames/manifest.csv ] && return
