@@ -1,8 +1,10 @@
 """What the three propagation CLIs share: their common arguments, building the feature
 extractor from them, and turning bad input into a one-line error."""
 import argparse
+import datetime
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -82,6 +84,26 @@ def propagate_masks(extractor, frame_paths, mask0, n_labels, args):
     labels0 = labels_to_grid(torch.from_numpy(mask0.astype(np.int64)).to(extractor.device), n_labels, grid)
     for soft in propagate(features, labels0, **propagation_kwargs(args)):
         yield grid_to_labels(soft, size, mask0.shape, args.norm_mask).to(torch.uint8).cpu().numpy()
+
+
+class Progress:
+    """One line per finished video: '[i/n] name: k frames in s (f frames/s), <detail>, ETA h:mm:ss', the ETA
+    from the frames still to do at the mean rate so far."""
+
+    def __init__(self, frames_per_video):
+        self.left, self.total = sum(frames_per_video), len(frames_per_video)
+        self.done, self.frames_done, self.start = 0, 0, time.time()
+        self.last = self.start
+
+    def step(self, name, frames, detail=""):
+        now = time.time()
+        self.done, self.frames_done, self.left = self.done + 1, self.frames_done + frames, self.left - frames
+        eta = datetime.timedelta(seconds=round(self.left * (now - self.start) / self.frames_done))
+        line = (f"[{self.done}/{self.total}] {name}: {frames} frames in {now - self.last:.1f}s "
+                f"({frames / max(now - self.last, 1e-9):.1f} frames/s){', ' + detail if detail else ''}, ETA {eta}")
+        self.last = now
+        print(line, flush=True)
+        return line
 
 
 def run(main, parser):

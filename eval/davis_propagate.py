@@ -10,7 +10,6 @@ as davis2017-evaluation does and writes global_results-val.csv / per-sequence_re
 import argparse
 import os
 import sys
-import time
 
 if __name__ == "__main__":  # run as a script: the repo root, not eval/, first on the path
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,12 +67,10 @@ def main(args):
     else:
         print(f"{args}".replace(", ", ",\n"))
         extractor = cli.extractor_from_args(args)
-        for i, seq in enumerate(sequences):
-            start = time.time()
+        progress = cli.Progress([len(seq.frames) for seq in sequences])
+        for seq in sequences:
             propagate_sequence(extractor, seq, args)
-            elapsed = time.time() - start
-            print(f"[{i + 1}/{len(sequences)}] {seq.name}: {len(seq.frames)} frames in {elapsed:.1f}s "
-                  f"({len(seq.frames) / elapsed:.1f} frames/s)")
+            progress.step(seq.name, len(seq.frames))
     global_scores, per_object = davis_metrics.evaluate(sequences, args.output_dir)
     davis_metrics.write_results(args.output_dir, global_scores, per_object, args.split)
     if args.save_overlays:

@@ -103,7 +103,8 @@ def main(args):
     print(f"{args}".replace(", ", ",\n"))
     extractor = cli.extractor_from_args(args)
     all_errors, rows = [], []
-    for i, (name, frames, joints) in enumerate(checked):
+    progress = cli.Progress([min(len(frames), len(joints)) for _, frames, joints in checked])
+    for name, frames, joints in checked:
         n = min(len(frames), len(joints))
         pred = propagate_video(extractor, frames[:n], joints[:n], args)
         with atomic_path(os.path.join(args.output_dir, name + ".npy")) as tmp:
@@ -111,8 +112,7 @@ def main(args):
         errors = keypoints.normalised_errors(pred[1:], joints[1:n])
         all_errors.append(errors)
         rows.append([name] + [keypoints.pck(errors, a) for a in ALPHAS])
-        print(f"[{i + 1}/{len(checked)}] {name}: " +
-              ", ".join(f"PCK@{a} {v:.3f}" for a, v in zip(ALPHAS, rows[-1][1:])))
+        progress.step(name, n, ", ".join(f"PCK@{a} {v:.3f}" for a, v in zip(ALPHAS, rows[-1][1:])))
     errors = np.concatenate(all_errors)
     scores = [keypoints.pck(errors, a) for a in ALPHAS]
     header = [f"PCK@{a}" for a in ALPHAS]

@@ -66,14 +66,15 @@ def main(args):
     print(f"{args}".replace(", ", ",\n"))
     extractor = cli.extractor_from_args(args)
     matrix = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
-    for i, (name, frames, annotations) in enumerate(videos):
+    progress = cli.Progress([len(frames) for _, frames, _ in videos])
+    for name, frames, annotations in videos:
         mask0, palette = read_part_map(annotations[stem(frames[0])])
         palette = palette if palette is not None else default_palette()
         for path, pred in zip(frames[1:], cli.propagate_masks(extractor, frames, mask0, len(CLASSES), args)):
             write_indexed_png(os.path.join(args.output_dir, name, stem(path) + ".png"), pred, palette)
             if stem(path) in annotations:
                 matrix += miou.confusion(pred, read_part_map(annotations[stem(path)], mask0.shape)[0], len(CLASSES))
-        print(f"[{i + 1}/{len(videos)}] {name}: {len(frames)} frames, running mIoU {miou.mean_iou(matrix):.3f}")
+        progress.step(name, len(frames), f"running mIoU {miou.mean_iou(matrix):.3f}")
     ious = miou.iou_per_class(matrix)
     write_csv(os.path.join(args.output_dir, "vip_miou.csv"), ["mIoU"] + CLASSES,
               [[miou.mean_iou(matrix)] + list(ious)], "%.4f")

@@ -12,7 +12,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from eval import davis_propagate, jhmdb_propagate, vip_propagate
+from eval import cli, davis_propagate, jhmdb_propagate, vip_propagate
 from eval.files import InputError, read_indexed_png, write_indexed_png
 from eval.synthetic import write_davis_set
 
@@ -189,3 +189,15 @@ def test_vip_command(davis, checkpoint, tmp_path):
     with pytest.raises(InputError, match=r"00000\.png: label 42 is not one of the 20 classes"):
         vip_propagate.main(parse(vip_propagate, "--vip_path", root, "--checkpoint", checkpoint, "--output_dir", out,
                                  "--size", 48, 64))
+
+
+def test_progress_lines_give_rate_and_eta(monkeypatch, capsys):
+    clock = iter([100.0, 105.0, 120.0])  # start; 10 frames after 5 s; 30 more after 15 s
+    monkeypatch.setattr(cli.time, "time", lambda: next(clock))
+    progress = cli.Progress([10, 30])
+    first = progress.step("a", 10)
+    second = progress.step("b", 30, "running mIoU 0.500")
+    # 10 frames in 5 s: 2 frames/s, 30 frames left -> 15 s
+    assert first == "[1/2] a: 10 frames in 5.0s (2.0 frames/s), ETA 0:00:15"
+    assert second == "[2/2] b: 30 frames in 15.0s (2.0 frames/s), running mIoU 0.500, ETA 0:00:00"
+    assert capsys.readouterr().out.splitlines() == [first, second]
