@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 import models_siammae
 from datasets import build_pretrain_dataset, to_device
 from engine_pretrain import train_one_epoch
-from util.args import add_optimization_args, add_runtime_args, grad_scaler, resolve_lr
+from util.args import add_optimization_args, add_runtime_args, amp_dtype, grad_scaler, resolve_lr
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
                              model_state_dict, restore_training_state, save_atomic, training_state)
 from util.blocks import SDPA_BACKENDS, set_attention_backend
@@ -83,6 +83,9 @@ def build_model(args):
     factory = getattr(models_siammae, args.model, None)
     if factory is None or not args.model.startswith("siammae_"):
         raise ValueError(f"--model {args.model}: not a SiamMAE factory (e.g. siammae_vit_small_patch16)")
+    if args.amp_residual and amp_dtype(args) is not torch.bfloat16:
+        raise ValueError(f"--amp_residual needs bf16 autocast (--amp bf16; now {args.amp} on {args.device}): "
+                         "float16 has too little range for the residual stream")
     set_attention_backend(args.sdpa)
     return factory(img_size=args.input_size, encoder=args.encoder, decoder=args.decoder,
                    mask_pattern=args.mask_pattern, norm_pix_loss=args.norm_pix_loss,

@@ -226,3 +226,10 @@ def test_weight_decay_groups_are_maes():
     expected = {n for n in trained if not n.endswith(".bias") and "norm" not in n}  # norm1, norm_q, decoder_norm...
     assert {"cls_token", "mask_token", "blocks.0.attn.qkv.weight", "patch_embed.proj.weight"} <= decayed
     assert decayed == expected and "pos_embed" not in trained
+
+
+def test_amp_residual_needs_bf16_autocast():
+    for amp in ("fp16", "none"):
+        with pytest.raises(ValueError, match="--amp_residual needs bf16 autocast"):
+            main_pretrain_siam.build_model(parse(*TINY, "--amp_residual", "--amp", amp))
+    assert main_pretrain_siam.build_model(parse(*TINY, "--amp_residual", "--amp", "bf16")).amp_residual
