@@ -58,21 +58,36 @@ def save_overlays(seq, output_dir):
     overlay.save_gif(os.path.join(output_dir, "overlays", seq.name + ".gif"), images)
 
 
+def load_sequences(args):
+    """The sequences of --split, checked (frames, annotations) before any work."""
+    return [load_sequence(args.davis_path, name, args.resolution)
+            for name in read_sequence_names(args.davis_path, args.split)]
+
+
+def propagate_all(extractor, sequences, args):
+    """Propagate every sequence into args.output_dir, a progress line per sequence."""
+    progress = cli.Progress([len(seq.frames) for seq in sequences])
+    for seq in sequences:
+        propagate_sequence(extractor, seq, args)
+        progress.step(seq.name, len(seq.frames))
+
+
+def score(sequences, args):
+    """Score the result PNGs in args.output_dir and write the official CSVs -> (global_scores, per_object)."""
+    global_scores, per_object = davis_metrics.evaluate(sequences, args.output_dir)
+    davis_metrics.write_results(args.output_dir, global_scores, per_object, args.split)
+    return global_scores, per_object
+
+
 def main(args):
-    sequences = [load_sequence(args.davis_path, name, args.resolution)
-                 for name in read_sequence_names(args.davis_path, args.split)]
+    sequences = load_sequences(args)
     if args.score_only:
         if not os.path.isdir(args.output_dir):
             raise InputError(f"{args.output_dir}: no such results folder to score")
     else:
         print(f"{args}".replace(", ", ",\n"))
-        extractor = cli.extractor_from_args(args)
-        progress = cli.Progress([len(seq.frames) for seq in sequences])
-        for seq in sequences:
-            propagate_sequence(extractor, seq, args)
-            progress.step(seq.name, len(seq.frames))
-    global_scores, per_object = davis_metrics.evaluate(sequences, args.output_dir)
-    davis_metrics.write_results(args.output_dir, global_scores, per_object, args.split)
+        propagate_all(cli.extractor_from_args(args), sequences, args)
+    global_scores, per_object = score(sequences, args)
     if args.save_overlays:
         for seq in sequences:
             save_overlays(seq, args.output_dir)
