@@ -75,6 +75,11 @@ def get_args_parser():
     g.add_argument("--stop_after_iters", default=0, type=int,
                    help="save and stop after this many iterations in this run (time slices, tests)")
     g.add_argument("--vis_every", default=10, type=int, help="reconstruction picture to TensorBoard every N epochs")
+    g = parser.add_argument_group("evaluation during training")
+    g.add_argument("--davis_path", default="", help="a DAVIS-2017 root: label propagation with the current encoder "
+                   "(the paper's settings) every --davis_every epochs, J&F to log.txt and TensorBoard")
+    g.add_argument("--davis_split", default="val", help="ImageSets/2017/<split>.txt")
+    g.add_argument("--davis_every", default=20, type=int, help="epochs between DAVIS evaluations (and after the last)")
     add_runtime_args(parser)
     return parser
 
@@ -140,6 +145,7 @@ def main(args):
     loader, sampler = build_loader(dataset, args, videos_per_batch)
     iters_per_epoch = len(loader)
 
+    davis = DavisProbe(args, device) if args.davis_path and is_main_process() else None
     model = build_model(args).to(device)
     eff_batch = resolve_lr(args, get_world_size())
     optimizer = build_optimizer(model, args)
@@ -189,20 +195,53 @@ def main(args):
         keep = args.save_every and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs)
         save(epoch + 1, 0, (LAST, f"checkpoint-{epoch}.pth") if keep else (LAST,))
         if is_main_process():
-            write_epoch_log(args, epoch, stats, log_writer, model_without_ddp, dataset)
+            scores = davis(model_without_ddp, epoch) if davis else {}
+            write_epoch_log(args, epoch, stats, log_writer, model_without_ddp, dataset, scores)
     logger.info(f"training time {datetime.timedelta(seconds=int(time.time() - t0))}")
     if log_writer is not None:
         log_writer.close()
     return model_without_ddp
 
 
-def write_epoch_log(args, epoch, stats, log_writer, model, dataset):
+class DavisProbe:
+    """DAVIS-2017 label propagation with the encoder being trained (eval/davis_propagate.py's code and
+    defaults, the paper's Table 4b), every davis_every epochs and after the last; results in
+    output_dir/davis. The sequences are read (and checked) when the run starts."""
+
+    def __init__(self, args, device):
+        from eval import davis_propagate  # only runs that ask for it read DAVIS
+        self.every, self.last, self.device = args.davis_every, args.epochs - 1, device
+        self.bf16 = amp_dtype(args) is torch.bfloat16
+        self.args = davis_propagate.get_args_parser().parse_args(
+            ["--davis_path", args.davis_path, "--split", args.davis_split,
+             "--output_dir", os.path.join(args.output_dir, "davis")])
+        self.sequences = davis_propagate.load_sequences(self.args)
+
+    def __call__(self, model, epoch):
+        """{'J&F-Mean': ..., 'J-Mean': ..., 'F-Mean': ...} at the chosen epochs, else {}."""
+        if not (self.every and (epoch + 1) % self.every == 0 or epoch == self.last):
+            return {}
+        from eval import davis_propagate
+        from eval.features import FeatureExtractor
+        t0 = time.time()
+        extractor = FeatureExtractor(model, self.device, self.args.batch_size, self.bf16)  # eval mode
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            davis_propagate.propagate_all(extractor, self.sequences, self.args)
+        scores, _ = davis_propagate.score(self.sequences, self.args)
+        logger.info(f"DAVIS ({len(self.sequences)} sequences, {time.time() - t0:.0f}s): "
+                    f"J&F {scores['J&F-Mean']:.3f}, J {scores['J-Mean']:.3f}, F {scores['F-Mean']:.3f}")
+        return {k: scores[k] for k in ("J&F-Mean", "J-Mean", "F-Mean")}
+
+
+def write_epoch_log(args, epoch, stats, log_writer, model, dataset, davis_scores):
     """One JSON line in log.txt, epoch scalars and (every vis_every epochs) a reconstruction picture."""
     log = {**{f"train_{k}": v for k, v in stats.items()}, "epoch": epoch,
-           **{f"data_{k}": v for k, v in dataset.stats().items()}}
+           **{f"data_{k}": v for k, v in dataset.stats().items()}, **{f"davis_{k}": v for k, v in davis_scores.items()}}
     with open(os.path.join(args.output_dir, "log.txt"), "a") as f:
         f.write(json.dumps(log) + "\n")
     log_writer.add_scalar("epoch/skipped_videos", stats["skipped_videos"], epoch)
+    for k, v in davis_scores.items():
+        log_writer.add_scalar(f"davis/{k}", v, epoch)
     if args.vis_every and (epoch % args.vis_every == 0 or epoch + 1 == args.epochs):
         log_reconstruction(args, epoch, log_writer, model, dataset)
     log_writer.flush()

@@ -233,3 +233,29 @@ def test_amp_residual_needs_bf16_autocast():
         with pytest.raises(ValueError, match="--amp_residual needs bf16 autocast"):
             main_pretrain_siam.build_model(parse(*TINY, "--amp_residual", "--amp", amp))
     assert main_pretrain_siam.build_model(parse(*TINY, "--amp_residual", "--amp", "bf16")).amp_residual
+
+
+def test_davis_during_training_equals_the_cli_on_the_saved_checkpoint(videos, tmp_path):
+    """J&F logged at the last epoch (the encoder in training) equals eval/davis_propagate.py on the
+    checkpoint written at that epoch (the encoder loaded from the file)."""
+    import csv
+    from eval import davis_propagate
+    from eval.synthetic import write_davis_set
+    davis = tmp_path / "davis"
+    write_davis_set(str(davis), n_sequences=2, n_frames=5, height=48, width=64, n_objects=2, seed=3)
+    out = tmp_path / "out"
+    run(videos, out, "--epochs", "2", "--davis_path", str(davis), "--davis_every", "5")
+    lines = [json.loads(line) for line in open(out / "log.txt")]
+    assert "davis_J&F-Mean" not in lines[0]  # epoch 0: not a DAVIS epoch (every 5, and the last)
+    logged = lines[1]["davis_J&F-Mean"]
+    assert 0 <= logged <= 1 and (out / "davis" / "global_results-val.csv").exists()
+    assert len(EventAccumulator(str(out)).Reload().Scalars("davis/J&F-Mean")) == 1
+    cli_args = argparse.ArgumentParser(parents=[davis_propagate.get_args_parser()]).parse_args(
+        ["--davis_path", str(davis), "--checkpoint", str(out / "checkpoint-last.pth"), "--output_dir",
+         str(tmp_path / "cli"), "--device", "cpu"])
+    davis_propagate.main(cli_args)
+    with open(tmp_path / "cli" / "global_results-val.csv") as f:
+        row = next(csv.DictReader(f))
+    assert abs(float(row["J&F-Mean"]) - logged) < 1e-3
+    with pytest.raises(ValueError, match="nowhere: no such DAVIS folder"):  # stops the run before training
+        run(videos, tmp_path / "bad", "--epochs", "1", "--davis_path", str(tmp_path / "nowhere"))
