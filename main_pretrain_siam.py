@@ -19,6 +19,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 import models_siammae
 from datasets import build_pretrain_dataset, to_device
+from eval import davis_propagate
+from eval.features import FeatureExtractor
 from engine_pretrain import train_one_epoch
 from util.args import add_optimization_args, add_runtime_args, amp_dtype, grad_scaler, resolve_lr
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
@@ -209,7 +211,6 @@ class DavisProbe:
     output_dir/davis. The sequences are read (and checked) when the run starts."""
 
     def __init__(self, args, device):
-        from eval import davis_propagate  # only runs that ask for it read DAVIS
         self.every, self.last, self.device = args.davis_every, args.epochs - 1, device
         self.bf16 = amp_dtype(args) is torch.bfloat16
         self.args = davis_propagate.get_args_parser().parse_args(
@@ -221,8 +222,6 @@ class DavisProbe:
         """{'J&F-Mean': ..., 'J-Mean': ..., 'F-Mean': ...} at the chosen epochs, else {}."""
         if not (self.every and (epoch + 1) % self.every == 0 or epoch == self.last):
             return {}
-        from eval import davis_propagate
-        from eval.features import FeatureExtractor
         t0 = time.time()
         extractor = FeatureExtractor(model, self.device, self.args.batch_size, self.bf16)  # eval mode
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
