@@ -91,15 +91,15 @@ class Progress:
     from the frames still to do at the mean rate so far."""
 
     def __init__(self, frames_per_video):
-        self.left, self.total = sum(frames_per_video), len(frames_per_video)
+        self.frames, self.videos = sum(frames_per_video), len(frames_per_video)
         self.done, self.frames_done, self.start = 0, 0, time.time()
         self.last = self.start
 
     def step(self, name, frames, detail=""):
         now = time.time()
-        self.done, self.frames_done, self.left = self.done + 1, self.frames_done + frames, self.left - frames
-        eta = datetime.timedelta(seconds=round(self.left * (now - self.start) / self.frames_done))
-        line = (f"[{self.done}/{self.total}] {name}: {frames} frames in {now - self.last:.1f}s "
+        self.done, self.frames_done = self.done + 1, self.frames_done + frames
+        eta = datetime.timedelta(seconds=round((self.frames - self.frames_done) * (now - self.start) / self.frames_done))
+        line = (f"[{self.done}/{self.videos}] {name}: {frames} frames in {now - self.last:.1f}s "
                 f"({frames / max(now - self.last, 1e-9):.1f} frames/s){', ' + detail if detail else ''}, ETA {eta}")
         self.last = now
         print(line, flush=True)
