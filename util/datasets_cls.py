@@ -10,18 +10,40 @@ import os
 
 import timm.data
 import torch
+from PIL import ImageOps
+from timm.data import auto_augment
 from timm.data.mixup import mixup_target
 from torchvision import datasets, transforms
 
 from util.image import IMAGENET_MEAN, IMAGENET_STD
 
 
+def posterize(img, bits_to_keep, **_):
+    """Keep the bits_to_keep most significant bits of each channel; 0 bits gives a black image.
+    timm 0.4.12's 'inc1' RandAugment asks for 0 bits at magnitude 10 (reached by m9 + mstd0.5 noise),
+    which Pillow 11+ refuses (older Pillow returned black, the behaviour MAE's recipe was tuned with)."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point([0] * 256 * len(img.getbands()))
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def mend_posterize(transform):
+    """Point every posterize op of timm's auto-augment policies in transform at posterize()."""
+    for t in getattr(transform, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if isinstance(op, auto_augment.AugmentOp) and op.aug_fn is auto_augment.posterize:
+                op.aug_fn = posterize
+    return transform
+
+
 def finetune_transform(args):
     """timm's training pipeline with RandAugment (args.aa), colour jitter and random erasing."""
-    return timm.data.create_transform(
+    return mend_posterize(timm.data.create_transform(
         input_size=args.input_size, is_training=True, color_jitter=args.color_jitter,
         auto_augment=args.aa, interpolation="bicubic", re_prob=args.reprob, re_mode=args.remode,
-        re_count=args.recount, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        re_count=args.recount, mean=IMAGENET_MEAN, std=IMAGENET_STD))
 
 
 def linprobe_transform(args):

@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import os
+import random
 import sys
 import time
 from collections import defaultdict, deque
@@ -196,6 +197,7 @@ def init_run(args):
     logger.info("args: " + json.dumps(vars(args), default=str))
     torch.manual_seed(args.seed + get_rank())
     np.random.seed(args.seed + get_rank())
+    random.seed(args.seed + get_rank())  # timm's RandAugment draws from it when loading in-process
     return torch.device(args.device)
 
 
