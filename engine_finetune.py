@@ -49,7 +49,7 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch, sca
     loss_sum, loss_count = torch.zeros((), device=device), 0
     optimizer.zero_grad(set_to_none=True)
     batches = meters.log_every(data_loader, args.print_freq, f"Epoch: [{epoch}]",
-                               samples_per_iter=args.batch_size * get_world_size())
+                               samples_per_iter=args.batch_size * get_world_size(), samples="images")
     for it, (images, labels) in enumerate(batches):
         if it % accum == 0:
             lr = lr_sched.adjust_learning_rate(optimizer, epoch + it / iters, args)
@@ -121,7 +121,12 @@ def start_point(args):
     or None; pretrained: the encoder weights of --finetune when not resuming, or None."""
     path = resume_path(args)
     if path:
-        return (path, load_checkpoint(path)), None
+        ckpt = load_checkpoint(path)
+        if args.input_size is None:  # the size the weights were trained at (their position embeddings')
+            args.input_size = models_vit.infer_vit_config(model_state_dict(ckpt, path), path)["img_size"]
+        return (path, ckpt), None
+    if args.input_size is None:
+        args.input_size = 224
     return None, pretrained_encoder(args.finetune) if args.finetune else None
 
 
@@ -145,11 +150,11 @@ def build_vit(args, resume, pretrained, drop_path=0.):
     return model
 
 
-def init_classifier(args, device, head_std, drop_path=0., wrap=None):
+def init_classifier(args, device, start, head_std, drop_path=0., wrap=None):
     """The run's classifier: built (build_vit), wrapped (wrap(model), e.g. a probe head), initialised
-    from --finetune unless resuming, moved to device and distributed.
+    from --finetune unless resuming, moved to device and distributed. start: start_point(args).
     Returns (resume, model, model_without_ddp); resume as in start_point."""
-    resume, pretrained = start_point(args)
+    resume, pretrained = start
     model = build_vit(args, resume, pretrained, drop_path)
     if wrap is not None:
         model = wrap(model)

@@ -57,13 +57,14 @@ def build_criterion(args, mixup_fn):
 
 def main(args):
     device = init_run(args)
+    start = engine.start_point(args)  # before the transforms: it may set --input_size
     train_set, val_set = build_datasets(args, finetune_transform(args))
     loaders = build_loaders(train_set, val_set, args)
     mixup_fn = build_mixup(args)
     if mixup_fn is not None and args.batch_size % 2:
         raise ValueError(f"--batch_size {args.batch_size}: mixup/cutmix needs an even batch")
 
-    resume, model, model_without_ddp = engine.init_classifier(args, device, head_std=2e-5, drop_path=args.drop_path)
+    resume, model, model_without_ddp = engine.init_classifier(args, device, start, head_std=2e-5, drop_path=args.drop_path)
 
     eff_batch = resolve_lr(args, get_world_size())
     logger.info(f"{describe(train_set, val_set, args)}; "

@@ -50,10 +50,11 @@ def build_optimizer(params, args):
 
 def main(args):
     device = init_run(args)
+    start = engine.start_point(args)  # before the transforms: it may set --input_size
     train_set, val_set = build_datasets(args, linprobe_transform(args))
     loaders = build_loaders(train_set, val_set, args)
 
-    resume, model, model_without_ddp = engine.init_classifier(args, device, head_std=0.01, wrap=add_probe_head)
+    resume, model, model_without_ddp = engine.init_classifier(args, device, start, head_std=0.01, wrap=add_probe_head)
 
     eff_batch = resolve_lr(args, get_world_size())
     logger.info(f"{describe(train_set, val_set, args)}; "

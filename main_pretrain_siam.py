@@ -11,6 +11,7 @@ starts at epoch 0).
 import argparse
 import datetime
 import json
+import math
 import os
 import time
 
@@ -18,7 +19,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 import models_siammae
-from datasets import build_pretrain_dataset, to_device
+from datasets import ImageSource, build_pretrain_dataset, to_device
 from eval import davis_propagate
 from eval.features import FeatureExtractor
 from engine_pretrain import train_one_epoch
@@ -91,8 +92,9 @@ def build_model(args):
     if factory is None or not args.model.startswith("siammae_"):
         raise ValueError(f"--model {args.model}: not a SiamMAE factory (e.g. siammae_vit_small_patch16)")
     if args.amp_residual and amp_dtype(args) is not torch.bfloat16:
-        raise ValueError(f"--amp_residual needs bf16 autocast (--amp bf16; now {args.amp} on {args.device}): "
-                         "float16 has too little range for the residual stream")
+        now = {torch.float16: "float16", None: "no autocast"}[amp_dtype(args)]
+        raise ValueError(f"--amp_residual needs bf16 autocast (--amp bf16; --amp {args.amp} on {args.device} "
+                         f"gives {now}): it casts the residual stream to the autocast dtype")
     set_attention_backend(args.sdpa)
     return factory(img_size=args.input_size, encoder=args.encoder, decoder=args.decoder,
                    mask_pattern=args.mask_pattern, norm_pix_loss=args.norm_pix_loss,
@@ -109,13 +111,25 @@ def build_optimizer(model, args):
     return torch.optim.AdamW(param_groups_lrd(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95), fused=fused)
 
 
+def fit_batch(args, num_videos):
+    """Videos per batch: --batch_size / --repeated_sampling, or, when one process gets fewer videos than
+    that, all of them (args.batch_size shrunk to match, with a warning: lr and pairs/s follow the real batch)."""
+    wanted = args.batch_size // args.repeated_sampling
+    per_process = math.ceil(num_videos / get_world_size())
+    if per_process >= wanted:
+        return wanted
+    logger.warning(f"--batch_size {args.batch_size}: each process gets only {per_process} videos "
+                   f"({per_process * args.repeated_sampling} pairs); training with batches of that size")
+    args.batch_size = per_process * args.repeated_sampling
+    return per_process
+
+
 def build_loader(dataset, args, videos_per_batch):
     sampler = SkipSampler(torch.utils.data.DistributedSampler(
         dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True, seed=args.seed), with_epoch=True)
-    drop_last = len(sampler) >= videos_per_batch
     loader = torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=videos_per_batch, num_workers=args.num_workers,
-        collate_fn=dataset.collate, pin_memory=args.pin_mem and str(args.device).startswith("cuda"), drop_last=drop_last,
+        collate_fn=dataset.collate, pin_memory=args.pin_mem and str(args.device).startswith("cuda"), drop_last=True,
         persistent_workers=args.num_workers > 0,  # workers start once, not every epoch
         generator=torch.Generator().manual_seed(args.seed))  # leaves the global stream (masking) alone
     return loader, sampler
@@ -143,7 +157,7 @@ def main(args):
         raise ValueError(f"--batch_size {args.batch_size} (pairs) must be a multiple of "
                          f"--repeated_sampling {args.repeated_sampling}")
     dataset = build_pretrain_dataset(args)
-    videos_per_batch = args.batch_size // args.repeated_sampling
+    videos_per_batch = fit_batch(args, len(dataset))
     loader, sampler = build_loader(dataset, args, videos_per_batch)
     iters_per_epoch = len(loader)
 
@@ -156,7 +170,8 @@ def main(args):
     if start_iter >= iters_per_epoch:
         start_epoch, start_iter = start_epoch + 1, 0
 
-    logger.info(f"{len(dataset)} videos, {args.repeated_sampling} pairs per video read, "
+    item = "image" if isinstance(dataset.source, ImageSource) else "video"
+    logger.info(f"{len(dataset)} {item}s, {args.repeated_sampling} pairs per {item} read, "
                 f"{iters_per_epoch} iterations per epoch; effective batch {eff_batch} pairs "
                 f"({args.batch_size} per process x {args.accum_iter} accumulation x {get_world_size()} processes); "
                 f"lr {args.lr:.3e} (blr {args.blr:.3e})")

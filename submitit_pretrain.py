@@ -166,8 +166,12 @@ class Trainer:
         return submitit.helpers.DelayedSubmission(type(self)(args))
 
     def _resolve_paths(self, job_id):
-        """%j in output_dir/log_dir becomes the job id (the same after a requeue)."""
-        for name in ("output_dir", "log_dir", "job_dir"):
+        """%j in output_dir/log_dir becomes the job id (the same after a requeue). job_dir stays as given:
+        submitit's local controller makes that folder with '%j' unexpanded at each start; if empty, it goes."""
+        literal = self.args.job_dir
+        if self.args.cluster == "local" and "%j" in literal and os.path.isdir(literal) and not os.listdir(literal):
+            os.rmdir(literal)
+        for name in ("output_dir", "log_dir"):
             value = getattr(self.args, name, None)
             if isinstance(value, str) and "%j" in value:
                 setattr(self.args, name, value.replace("%j", str(job_id)))

@@ -136,4 +136,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    main(argparse.ArgumentParser(parents=[get_args_parser()]).parse_args())

@@ -129,6 +129,7 @@ def time_loader(dataset, workers, args):
 def main(args):
     work = args.work_dir or tempfile.mkdtemp(prefix='siammae_bench_')
     os.makedirs(work, exist_ok=True)
+    threads = torch.get_num_threads(), cv2.getNumThreads()  # given back at the end (callers in-process)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     try:
@@ -149,6 +150,8 @@ def main(args):
                         pairs_per_cpu_s=round(pairs / cpu_seconds, 1) if workers == 0 else None,
                         skipped=skipped, device=args.device)), flush=True)
     finally:
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 

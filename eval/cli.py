@@ -2,6 +2,7 @@
 extractor from them, and turning bad input into a one-line error."""
 import argparse
 import datetime
+import json
 import os
 import sys
 import time
@@ -104,6 +105,11 @@ class Progress:
         self.last = now
         print(line, flush=True)
         return line
+
+
+def print_args(args):
+    """The run's settings, one line (as the training scripts log them)."""
+    print("args: " + json.dumps(vars(args), default=str), flush=True)
 
 
 def run(main, parser):

@@ -85,7 +85,7 @@ def main(args):
         if not os.path.isdir(args.output_dir):
             raise InputError(f"{args.output_dir}: no such results folder to score")
     else:
-        print(f"{args}".replace(", ", ",\n"))
+        cli.print_args(args)
         propagate_all(cli.extractor_from_args(args), sequences, args)
     global_scores, per_object = score(sequences, args)
     if args.save_overlays:

@@ -32,9 +32,12 @@ ALPHAS = (0.1, 0.2)
 def get_args_parser():
     parser = argparse.ArgumentParser("JHMDB keypoint propagation", add_help=False,
                                      parents=[cli.common_args(topk=7, radius=20, size=(320, 320))])
-    parser.add_argument("--jhmdb_path", required=True, help="JHMDB root: splits/, Rename_Images/, joint_positions/")
+    parser.add_argument("--jhmdb_path", default="",
+                        help="JHMDB root: splits/, Rename_Images/, joint_positions/ (needed unless --filelist)")
     parser.add_argument("--split", default=1, type=int, help="which of the three official splits")
-    parser.add_argument("--filelist", default="", help="'<frames_dir> <mat>' lines instead of the official split files")
+    parser.add_argument("--filelist", default="",
+                        help="'<frames_dir> <mat>' lines instead of the official split files (paths relative to "
+                             "--jhmdb_path when given)")
     parser.add_argument("--sigma", default=0.5, type=float, help="heatmap Gaussian width, in feature-grid cells")
     return parser
 
@@ -54,6 +57,8 @@ def test_videos(args):
             raise InputError(f"{args.filelist}: expected '<frames_dir> <mat>' per line, "
                              f"found '{' '.join(bad[0])}'")
         return [(video_name(d), os.path.join(args.jhmdb_path, d), os.path.join(args.jhmdb_path, m)) for d, m in rows]
+    if not args.jhmdb_path:
+        raise InputError("give --jhmdb_path (the JHMDB root) or --filelist")
     split_files = sorted(glob.glob(os.path.join(args.jhmdb_path, "splits", f"*_test_split{args.split}.txt")))
     if not split_files:
         raise InputError(f"{os.path.join(args.jhmdb_path, 'splits')}: "
@@ -100,7 +105,7 @@ def main(args):
     if not videos:
         raise InputError(f"{args.filelist or args.jhmdb_path}: no test video listed")
     checked = [(name, list_files(d, (".png", ".jpg"), "frames"), read_joints(m)) for name, d, m in videos]
-    print(f"{args}".replace(", ", ",\n"))
+    cli.print_args(args)
     extractor = cli.extractor_from_args(args)
     all_errors, rows = [], []
     progress = cli.Progress([min(len(frames), len(joints)) for _, frames, joints in checked])
@@ -118,7 +123,7 @@ def main(args):
     header = [f"PCK@{a}" for a in ALPHAS]
     write_csv(os.path.join(args.output_dir, "jhmdb_pck.csv"), header, [scores], "%.4f")
     write_csv(os.path.join(args.output_dir, "jhmdb_per-video.csv"), ["Video"] + header, rows, "%.4f")
-    print(f"JHMDB split {args.split}, {len(checked)} videos: " +
+    print(f"JHMDB {args.filelist or f'split {args.split}'}, {len(checked)} videos: " +
           ", ".join(f"{h} {100 * s:.1f}" for h, s in zip(header, scores)))
 
 

@@ -63,7 +63,7 @@ def read_part_map(path, size=None):
 
 def main(args):
     videos = read_videos(args)
-    print(f"{args}".replace(", ", ",\n"))
+    cli.print_args(args)
     extractor = cli.extractor_from_args(args)
     matrix = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
     progress = cli.Progress([len(frames) for _, frames, _ in videos])

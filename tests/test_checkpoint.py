@@ -80,16 +80,17 @@ def test_checkpoint_matching_nothing_is_an_error(tmp_path):
 
 
 class Boom:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch /tmp/siammae_pwned_marker",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_unsafe_pickle_is_refused_and_not_executed(tmp_path):
-    marker = "/tmp/siammae_pwned_marker"
-    if os.path.exists(marker):
-        os.remove(marker)
+    marker = str(tmp_path / "pwned_marker")
     path = tmp_path / "evil.pth"
-    torch.save({"model": {"w": torch.zeros(1)}, "payload": Boom()}, path)
+    torch.save({"model": {"w": torch.zeros(1)}, "payload": Boom(marker)}, path)
     with pytest.raises(ValueError, match="refused") as e:
         load_checkpoint(str(path))
     assert not os.path.exists(marker)

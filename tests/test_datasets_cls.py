@@ -1,5 +1,6 @@
 """Fine-tuning transforms: timm's RandAugment posterize mended for current Pillow."""
 import argparse
+import random
 
 import numpy as np
 import pytest
@@ -46,6 +47,7 @@ def test_finetune_randaugment_posterize_keeps_the_top_bits(magnitude, bits):
 
 def test_finetune_transform_runs_randaugment_at_the_edge_of_its_range():
     """m9 + mstd0.5 (the MAE recipe) reaches magnitude 10; with magnitude 10 fixed every image passes."""
+    random.seed(0)
     transform = finetune_transform(_args("rand-m10-n4-mstd0-inc1"))
     for op in _posterize_ops(transform):
         op.prob = 1.0

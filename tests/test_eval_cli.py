@@ -167,6 +167,14 @@ def test_jhmdb_command(davis, checkpoint, tmp_path):
     pck01, pck02 = map(float, values.split(","))
     assert 0 <= pck01 <= pck02 <= 1
     assert (out / "jhmdb_per-video.csv").read_text().splitlines()[1].startswith("walk/clipA,")
+    listed = tmp_path / "list.txt"  # CRW-style list, absolute paths, no --jhmdb_path: the same result
+    listed.write_text(f"{tmp_path}/jhmdb/Rename_Images/walk/clipA {tmp_path}/jhmdb/joint_positions/walk/clipA/"
+                      "joint_positions.mat\n")
+    jhmdb_propagate.main(parse(jhmdb_propagate, "--filelist", listed, "--checkpoint", checkpoint,
+                               "--output_dir", tmp_path / "out2", "--size", 48, 64))
+    assert (tmp_path / "out2" / "jhmdb_pck.csv").read_text() == (out / "jhmdb_pck.csv").read_text()
+    with pytest.raises(InputError, match="--jhmdb_path .* or --filelist"):
+        jhmdb_propagate.main(parse(jhmdb_propagate, "--checkpoint", checkpoint, "--output_dir", tmp_path / "o3"))
 
 
 def test_vip_command(davis, checkpoint, tmp_path):

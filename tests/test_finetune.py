@@ -57,6 +57,11 @@ def test_finetune_trains_saves_resumes_and_evaluates(image_folder, siammae_check
     only_val = tmp_path / "only_val"  # --eval reads val/ alone
     shutil.copytree(os.path.join(image_folder, "val"), only_val / "val")
     assert run(str(only_val), tmp_path / "eval2", "--eval", "--resume", str(tmp_path / "checkpoint-last.pth")) == evaluated
+    parser = argparse.ArgumentParser(parents=[main_finetune.get_args_parser()])  # no --input_size: the checkpoint's
+    args = parser.parse_args(["--data_path", str(only_val), "--output_dir", str(tmp_path / "eval3"), "--eval",
+                              "--resume", str(tmp_path / "checkpoint-last.pth"), "--batch_size", "4",
+                              "--num_workers", "0", "--device", "cpu"])
+    assert main_finetune.main(args) == evaluated and args.input_size == 32
 
 
 def args_for(**kw):

@@ -149,7 +149,7 @@ def test_two_processes_under_torchrun_end_with_identical_weights(videos, tmp_pat
               "torch.save(model.state_dict(), f'{{args.output_dir}}/rank{{args.rank}}.pt')\n").format(root=ROOT)
     script_path = tmp_path / "ddp_run.py"
     script_path.write_text(script)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            str(script_path), *TINY, "--data_path", videos, "--output_dir", str(out), "--epochs", "1",
            "--accum_iter", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -259,3 +259,22 @@ def test_davis_during_training_equals_the_cli_on_the_saved_checkpoint(videos, tm
     assert abs(float(row["J&F-Mean"]) - logged) < 1e-3
     with pytest.raises(ValueError, match="nowhere: no such DAVIS folder"):  # stops the run before training
         run(videos, tmp_path / "bad", "--epochs", "1", "--davis_path", str(tmp_path / "nowhere"))
+
+
+def test_data_set_smaller_than_a_batch_trains_on_the_real_batch(tmp_path):
+    """6 videos and --batch_size 64 (R=2): one batch of 12 pairs per epoch; lr and the log follow it."""
+    root = str(tmp_path / "videos")
+    make_video_folder(root, num_videos=6, num_frames=16, size=(48, 64), content="texture")
+    args = parse(*TINY, "--data_path", root, "--output_dir", str(tmp_path / "out"), "--epochs", "1",
+                 "--batch_size", "64")
+    main_pretrain_siam.main(args)
+    assert "each process gets only 6 videos (12 pairs)" in open(tmp_path / "out" / "train.log").read()
+    assert args.batch_size == 12 and args.lr == pytest.approx(1e-2 * 12 / 256)
+    lines = [json.loads(line) for line in open(tmp_path / "out" / "log.txt")]
+    assert lines[0]["data_items"] == 6
+
+
+def test_fit_batch_keeps_the_batch_when_the_data_fills_it():
+    args = argparse.Namespace(batch_size=8, repeated_sampling=2)
+    assert main_pretrain_siam.fit_batch(args, 4) == 4 and args.batch_size == 8
+    assert main_pretrain_siam.fit_batch(args, 3) == 3 and args.batch_size == 6

@@ -211,7 +211,7 @@ def test_debug_executor_runs_in_process(tmp_path, monkeypatch, clean_env):
 
 
 # ---------------------------------------------------------------- real local jobs
-def test_local_job_times_out_requeues_and_finishes_from_its_checkpoint(tmp_path, monkeypatch):
+def test_local_job_times_out_requeues_and_finishes_from_its_checkpoint(tmp_path, monkeypatch, clean_env):
     """timeout 0.3 min, signal 8 s before it: submitit's local controller sends USR2 ~10 s after each
     start; the job (20 x 0.5 s of 'training') cannot finish in one go. Its checkpoint() requeues it
     (exit 144 -> the controller restarts it with the new pickle), and it resumes from checkpoint-last."""
@@ -225,6 +225,7 @@ def test_local_job_times_out_requeues_and_finishes_from_its_checkpoint(tmp_path,
         stop_local_job(job, str(tmp_path / "jobs" / job.job_id) if job else "")
     out = str(tmp_path / "jobs" / job.job_id)
     assert job.paths.folder == tmp_path / "jobs" / job.job_id
+    assert os.listdir(tmp_path / "jobs") == [job.job_id]  # not also the controller's empty 'jobs/%j'
     runs = starts(out)
     assert len(runs) >= 2, runs
     print("starts of the timed-out job:", [(r["start"], r["pid"]) for r in runs])
@@ -239,7 +240,7 @@ def test_local_job_times_out_requeues_and_finishes_from_its_checkpoint(tmp_path,
     assert "Caught signal SIGUSR2" in open(job.paths.stderr).read()
 
 
-def test_local_job_preempted_by_signal_requeues_and_resumes(tmp_path):
+def test_local_job_preempted_by_signal_requeues_and_resumes(tmp_path, clean_env):
     """Pre-emption: USR2 sent to the running task (what SLURM does; LocalJob._interrupt would signal
     the controller process instead, which does not handle it)."""
     out = str(tmp_path / "out")
@@ -257,7 +258,7 @@ def test_local_job_preempted_by_signal_requeues_and_resumes(tmp_path):
     assert result == {"steps": 20, "start": runs[1]["start"], "rank": 0} and last_step(out) == 20
 
 
-def test_local_job_with_two_processes_sets_up_torch_distributed(tmp_path):
+def test_local_job_with_two_processes_sets_up_torch_distributed(tmp_path, clean_env):
     out = str(tmp_path / "out")
     job = None
     try:

@@ -78,7 +78,8 @@ def add_classification_args(parser, global_pool):
     g.add_argument("--model", default=None,
                    help="ViT architecture, e.g. vit_base_patch16 (default: that of --finetune, or of the "
                         "checkpoint resumed)")
-    g.add_argument("--input_size", default=224, type=int, help="image size")
+    g.add_argument("--input_size", default=None, type=int,
+                   help="image size (default: that of the checkpoint resumed, else 224)")
     g.add_argument("--finetune", default="",
                    help="pre-trained weights: a SiamMAE or MAE checkpoint or a ViT state dict (encoder used)")
     g.add_argument("--global_pool", action=argparse.BooleanOptionalAction, default=global_pool,

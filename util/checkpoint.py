@@ -177,7 +177,7 @@ def load_exact(model, sd, source="checkpoint"):
     if missing or unexpected:
         what = f"missing '{missing[0]}'" if missing else f"unexpected '{unexpected[0]}'"
         raise ValueError(f"{source}: does not fit this model ({what}; {len(missing)} missing, "
-                         f"{len(unexpected)} unexpected keys): was it trained with another --model/--decoder?")
+                         f"{len(unexpected)} unexpected keys): was it saved by a run with other model options?")
     for k, v in sd.items():
         if v.shape != target[k].shape:
             raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)} but the model expects "

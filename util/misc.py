@@ -143,9 +143,11 @@ class MetricLogger:
     def __str__(self):
         return self.delimiter.join(f"{name}: {meter}" for name, meter in self.meters.items())
 
-    def log_every(self, iterable, print_freq, header="", total=None, samples_per_iter=None, start=0):
+    def log_every(self, iterable, print_freq, header="", total=None, samples_per_iter=None, start=0,
+                  samples="pairs"):
         """Yield from iterable, logging progress. total: iterations in the epoch (default len);
-        start: iterations already done before this run (a resumed epoch)."""
+        start: iterations already done before this run (a resumed epoch); samples_per_iter: for a
+        '<rate> <samples>/s' figure."""
         total = len(iterable) + start if total is None else total
         t0 = time.time()
         for i, obj in enumerate(iterable, start=start):
@@ -157,7 +159,7 @@ class MetricLogger:
                 eta = datetime.timedelta(seconds=int((total - done) / max(rate, 1e-9)))
                 speed = f"{rate:.2f} it/s"
                 if samples_per_iter:
-                    speed += f"  {rate * samples_per_iter:.1f} pairs/s"
+                    speed += f"  {rate * samples_per_iter:.1f} {samples}/s"
                 logger.info(f"{header} [{done}/{total}]  eta: {eta}  {speed}  {self}")
         elapsed = datetime.timedelta(seconds=int(time.time() - t0))
         logger.info(f"{header} total time: {elapsed}")
