@@ -12,7 +12,8 @@ import torch
 import util.lr_sched as lr_sched
 from datasets import to_device
 from util.args import autocast
-from util.misc import MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_world_size, log_scalars
+from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_rank, get_world_size,
+                       log_scalars)
 from util.optim import NonFiniteLoss, backward, optimizer_step
 
 
@@ -24,14 +25,16 @@ def _check_finite(bad_iter, epoch):
 
 
 def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, log_writer=None,
-                    start_iter=0, iters_per_epoch=None, on_step_end=None):
+                    start_iter=0, iters_per_epoch=None, on_step_end=None, start_totals=None):
     """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W) uint8,
     n_skipped (B,)), or undecoded pairs (datasets.EncodedPairs, --gpu_decode) that
     datasets.to_device decodes on the device.
 
-    on_step_end(iteration, ensure_finite) is called after each optimizer step (iteration = the next
-    one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
-    returns True to stop the epoch early. Returns a dict of epoch statistics.
+    on_step_end(iteration, ensure_finite, totals) is called after each optimizer step (iteration = the
+    next one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
+    returns True to stop the epoch early; totals() (collective) is what a checkpoint keeps of the epoch's
+    statistics so far, and start_totals continues them in a resumed epoch. Returns a dict of epoch
+    statistics: the mean loss and lr over the epoch's iterations (and processes), skipped videos.
     """
     model.train()
     iters = iters_per_epoch or len(data_loader) + start_iter
@@ -39,7 +42,11 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     meters = MetricLogger()
     meters.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.2e}"))
     loss_sum = torch.zeros((), device=device)
-    loss_count, skipped = 0, torch.zeros((), dtype=torch.long)
+    loss_count = 0
+    totals = start_totals or {"loss_sum": 0.0, "lr_sum": 0.0, "iters": 0, "skipped": 0}
+    epoch_loss = torch.full((), totals["loss_sum"], device=device)  # every process starts from the mean
+    lr_sum, epoch_iters = totals["lr_sum"], totals["iters"]
+    skipped = torch.tensor(totals["skipped"] if get_rank() == 0 else 0, dtype=torch.long)  # a sum: counted once
     bad_iter = torch.full((), -1, dtype=torch.long, device=device)
     grad_norm = None
     pairs_per_iter = args.batch_size * get_world_size()
@@ -60,6 +67,8 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
                 loss, _, _ = model(frames, mask_ratio=args.mask_ratio, mask_ratio_f1=args.mask_ratio_f1)
             loss_sum += loss.detach().float()
             loss_count += 1
+            epoch_loss += loss.detach().float()
+            lr_sum, epoch_iters = lr_sum + lr, epoch_iters + 1
             bad_iter = torch.where((bad_iter < 0) & ~torch.isfinite(loss.detach()), it, bad_iter)
             backward(loss / accum, scaler)
         log_now = (it + 1) % args.print_freq == 0 or it + 1 == iters
@@ -76,9 +85,12 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
                         pairs_per_s=(it + 1 - it_log) * pairs_per_iter / (now - t_log))
             t_log, it_log = now, it + 1
         if step_now and on_step_end is not None:
-            if on_step_end(it + 1, lambda: _check_finite(bad_iter, epoch)):
+            def totals_now():
+                return {"loss_sum": all_reduce_mean(epoch_loss.item()), "lr_sum": lr_sum, "iters": epoch_iters,
+                        "skipped": int(all_reduce_sum(int(skipped)))}
+            if on_step_end(it + 1, lambda: _check_finite(bad_iter, epoch), totals_now):
                 break
     _check_finite(bad_iter, epoch)
-    stats = {k: m.global_avg for k, m in meters.meters.items()}
-    stats["skipped_videos"] = int(all_reduce_sum(int(skipped)))
-    return stats
+    n = max(epoch_iters, 1)
+    return {"loss": all_reduce_mean(epoch_loss.item() / n), "lr": lr_sum / n,
+            "skipped_videos": int(all_reduce_sum(int(skipped)))}

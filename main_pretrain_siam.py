@@ -136,18 +136,19 @@ def build_loader(dataset, args, videos_per_batch):
 
 
 def resume(args, model, optimizer, scaler):
-    """Restore or initialise from find_resume(output_dir, --resume). Returns (start_epoch, start_iter)."""
+    """Restore or initialise from find_resume(output_dir, --resume). Returns (start_epoch, start_iter,
+    the statistics of that epoch's iterations before start_iter or None)."""
     path = find_resume(args.output_dir, args.resume)
     if not path:
-        return args.start_epoch, 0
+        return args.start_epoch, 0, None
     ckpt = load_checkpoint(path)
     if is_training_checkpoint(ckpt):
         epoch, it = restore_training_state(ckpt, model, optimizer, scaler, path)
         logger.info(f"resumed from {path}: epoch {epoch}, iteration {it}")
-        return epoch, it
+        return epoch, it, ckpt.get("epoch_totals")
     report = load_matching(model, model_state_dict(ckpt, path), path)
     logger.info(f"initialised from {path} (starting at epoch 0): {report.summary()}")
-    return 0, 0
+    return 0, 0, None
 
 
 def main(args):
@@ -166,9 +167,9 @@ def main(args):
     eff_batch = resolve_lr(args, get_world_size())
     optimizer = build_optimizer(model, args)
     scaler = grad_scaler(args)
-    start_epoch, start_iter = resume(args, model, optimizer, scaler)
+    start_epoch, start_iter, start_totals = resume(args, model, optimizer, scaler)
     if start_iter >= iters_per_epoch:
-        start_epoch, start_iter = start_epoch + 1, 0
+        start_epoch, start_iter, start_totals = start_epoch + 1, 0, None
 
     item = "image" if isinstance(dataset.source, ImageSource) else "video"
     logger.info(f"{len(dataset)} {item}s, {args.repeated_sampling} pairs per {item} read, "
@@ -180,20 +181,21 @@ def main(args):
         model = torch.compile(model, mode=args.compile_mode)
     log_writer = SummaryWriter(args.log_dir or args.output_dir) if is_main_process() else None
 
-    def save(epoch, iteration, names=(LAST,)):
+    def save(epoch, iteration, names=(LAST,), epoch_totals=None):
         state = training_state(model_without_ddp, optimizer, scaler, epoch, iteration, args)  # collective
+        state["epoch_totals"] = epoch_totals  # inside an epoch: its statistics so far
         if is_main_process():
             for name in names:
                 save_atomic(state, os.path.join(args.output_dir, name))
 
     run_iters = [0]
 
-    def on_step_end(epoch, iteration, ensure_finite):
+    def on_step_end(epoch, iteration, ensure_finite, totals):
         run_iters[0] += args.accum_iter
         stop = bool(args.stop_after_iters) and run_iters[0] >= args.stop_after_iters
         if stop or (args.save_every_iters and iteration % args.save_every_iters == 0 and iteration < iters_per_epoch):
             ensure_finite()
-            save(epoch, iteration)
+            save(epoch, iteration, epoch_totals=totals())
         return stop
 
     logger.info(f"start training for {args.epochs} epochs ({args.epochs * args.repeated_sampling} effective epochs, "
@@ -203,12 +205,12 @@ def main(args):
     for epoch in range(start_epoch, args.epochs):
         sampler.set_epoch(epoch, skip=start_iter * videos_per_batch)  # items are keyed by (epoch, index)
         stats = train_one_epoch(model, loader, optimizer, device, epoch, scaler, args, log_writer,
-                                start_iter=start_iter, iters_per_epoch=iters_per_epoch,
-                                on_step_end=lambda it, check, e=epoch: on_step_end(e, it, check))
+                                start_iter=start_iter, iters_per_epoch=iters_per_epoch, start_totals=start_totals,
+                                on_step_end=lambda it, check, totals, e=epoch: on_step_end(e, it, check, totals))
         if args.stop_after_iters and run_iters[0] >= args.stop_after_iters:
             logger.info(f"stopped after {run_iters[0]} iterations as asked (--stop_after_iters)")
             break
-        start_iter = 0
+        start_iter, start_totals = 0, None
         keep = args.save_every and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs)
         save(epoch + 1, 0, (LAST, f"checkpoint-{epoch}.pth") if keep else (LAST,))
         if is_main_process():

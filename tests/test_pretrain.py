@@ -87,6 +87,11 @@ def test_resume_inside_an_epoch_is_exact(videos, tmp_path, accum, stop, position
     assert (ckpt["epoch"], ckpt["iteration"]) == position
     resumed = weights(run(videos, tmp_path / "b", "--epochs", "2", "--accum_iter", accum))
     assert_same(straight, resumed)
+    logs = [[json.loads(line) for line in open(tmp_path / d / "log.txt")] for d in "ab"]
+    assert [line["epoch"] for line in logs[1]] == [0, 1]
+    for a, b in zip(*logs):  # the resumed epoch's line averages all its iterations, as the straight run's
+        assert (a["train_loss"], a["train_lr"], a["train_skipped_videos"]) == \
+            (b["train_loss"], b["train_lr"], b["train_skipped_videos"])
 
 
 def test_resume_from_released_mae_checkpoint(videos, tmp_path):
