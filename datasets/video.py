@@ -13,6 +13,13 @@ import cv2
 from .sources import (VIDEO_EXTENSIONS, Clip, TruncatedError, UnreadableError, check_file, read_path_list,
                       scan_folder)
 
+# A bad video is reported once, in one line naming it (sources.UnreadableError, counted and skipped);
+# FFmpeg's and OpenCV's own lines about it are silenced unless their variables are set in the environment.
+if "OPENCV_FFMPEG_LOGLEVEL" not in os.environ:
+    os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET, read when FFmpeg first opens a file
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 SEEK_AFTER = 64  # frames ahead beyond which seeking (keyframe + decode) tends to beat grab()
 DEFAULT_FPS = 30.0
 

@@ -1,5 +1,7 @@
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -71,6 +73,27 @@ def test_bad_files_raise_unreadable(tmp_path, clips):
     with pytest.raises(UnreadableError, match=str(truncated)):
         with video.VideoClip(str(truncated)) as clip:
             clip.read([140])
+
+
+def test_a_cut_mp4_says_one_line_unless_ffmpeg_logging_is_asked_for(clips, tmp_path):
+    """Half an MP4 (no moov atom): only UnreadableError's message; FFmpeg and OpenCV speak when the
+    user sets their variables."""
+    cut = tmp_path / 'cut.mp4'
+    data = open(clips['.mp4'], 'rb').read()
+    cut.write_bytes(data[:len(data) // 2])
+    code = ('from datasets import video\n'
+            'try:\n    video.VideoClip(%r)\nexcept video.UnreadableError as e:\n    print(e)\n' % str(cut))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def output_of(**env):
+        env = {k: v for k, v in os.environ.items() if not k.startswith('OPENCV_')} | env
+        run = subprocess.run([sys.executable, '-c', code], cwd=root, env=env, capture_output=True, text=True,
+                             timeout=60)
+        return (run.stdout + run.stderr).splitlines()
+
+    assert output_of() == [f'{cut}: not a readable video (OpenCV/FFmpeg cannot open it)']
+    lines = output_of(OPENCV_FFMPEG_LOGLEVEL='16')  # AV_LOG_ERROR
+    assert len(lines) > 1 and any('moov atom not found' in line for line in lines)
 
 
 def test_video_source_from_folder_and_list(clips, tmp_path):
