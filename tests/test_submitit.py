@@ -213,13 +213,14 @@ def test_debug_executor_runs_in_process(tmp_path, monkeypatch, clean_env):
 # ---------------------------------------------------------------- real local jobs
 def test_local_job_times_out_requeues_and_finishes_from_its_checkpoint(tmp_path, monkeypatch, clean_env):
     """timeout 0.3 min, signal 8 s before it: submitit's local controller sends USR2 ~10 s after each
-    start; the job (20 x 0.5 s of 'training') cannot finish in one go. Its checkpoint() requeues it
+    start; the job (24 x 0.5 s of 'training', 2 s more than the
+    signal's 10 s whatever its start-up time) cannot finish in one go. Its checkpoint() requeues it
     (exit 144 -> the controller restarts it with the new pickle), and it resumes from checkpoint-last."""
     monkeypatch.chdir(tmp_path)  # the default job dir: ./jobs/%j
     job = None
     try:
         job = sp.launch([*FAKE, *LOCAL_CPU, "--timeout", "0.3", "--signal_delay_s", "8",
-                         "--steps", "20", "--step_s", "0.5"])
+                         "--steps", "24", "--step_s", "0.5"])
         result = job.result()
     finally:
         stop_local_job(job, str(tmp_path / "jobs" / job.job_id) if job else "")
@@ -233,8 +234,8 @@ def test_local_job_times_out_requeues_and_finishes_from_its_checkpoint(tmp_path,
     for earlier, later in zip(runs, runs[1:]):
         assert later["resume"] == os.path.join(out, LAST) and later["start"] >= max(earlier["start"], 1)
         assert later["pid"] != earlier["pid"] and later["env"]["MASTER_PORT"] == earlier["env"]["MASTER_PORT"]
-    assert result == {"steps": 20, "start": runs[-1]["start"], "rank": 0}
-    assert last_step(out) == 20
+    assert result == {"steps": 24, "start": runs[-1]["start"], "rank": 0}
+    assert last_step(out) == 24
     log = open(job.paths.stdout).read()
     assert "Calling checkpoint method" in log and f"Requeued job {job.job_id}" in log
     assert "Caught signal SIGUSR2" in open(job.paths.stderr).read()
