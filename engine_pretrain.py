@@ -34,7 +34,8 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     next one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
     returns True to stop the epoch early; totals() (collective) is what a checkpoint keeps of the epoch's
     statistics so far, and start_totals continues them in a resumed epoch. Returns a dict of epoch
-    statistics: the mean loss and lr over the epoch's iterations (and processes), skipped videos.
+    statistics: the mean loss and lr over the epoch's iterations (and processes), skipped videos; None
+    when stopped early.
     """
     model.train()
     iters = iters_per_epoch or len(data_loader) + start_iter
@@ -89,7 +90,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
                 return {"loss_sum": all_reduce_mean(epoch_loss.item()), "lr_sum": lr_sum, "iters": epoch_iters,
                         "skipped": int(all_reduce_sum(int(skipped)))}
             if on_step_end(it + 1, lambda: _check_finite(bad_iter, epoch), totals_now):
-                break
+                return None  # stopped inside the epoch
     _check_finite(bad_iter, epoch)
     n = max(epoch_iters, 1)
     return {"loss": all_reduce_mean(epoch_loss.item() / n), "lr": lr_sum / n,

@@ -190,10 +190,17 @@ def main(args):
 
     run_iters = [0]
 
+    def stop_asked():
+        return bool(args.stop_after_iters) and run_iters[0] >= args.stop_after_iters
+
     def on_step_end(epoch, iteration, ensure_finite, totals):
+        """Inside the epoch: save every --save_every_iters, or save and stop (--stop_after_iters). At its
+        end the epoch's own save and log line come first."""
         run_iters[0] += args.accum_iter
-        stop = bool(args.stop_after_iters) and run_iters[0] >= args.stop_after_iters
-        if stop or (args.save_every_iters and iteration % args.save_every_iters == 0 and iteration < iters_per_epoch):
+        if iteration >= iters_per_epoch:
+            return False
+        stop = stop_asked()
+        if stop or (args.save_every_iters and iteration % args.save_every_iters == 0):
             ensure_finite()
             save(epoch, iteration, epoch_totals=totals())
         return stop
@@ -207,8 +214,7 @@ def main(args):
         stats = train_one_epoch(model, loader, optimizer, device, epoch, scaler, args, log_writer,
                                 start_iter=start_iter, iters_per_epoch=iters_per_epoch, start_totals=start_totals,
                                 on_step_end=lambda it, check, totals, e=epoch: on_step_end(e, it, check, totals))
-        if args.stop_after_iters and run_iters[0] >= args.stop_after_iters:
-            logger.info(f"stopped after {run_iters[0]} iterations as asked (--stop_after_iters)")
+        if stats is None:
             break
         start_iter, start_totals = 0, None
         keep = args.save_every and ((epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs)
@@ -216,6 +222,10 @@ def main(args):
         if is_main_process():
             scores = davis(model_without_ddp, epoch) if davis else {}
             write_epoch_log(args, epoch, stats, log_writer, model_without_ddp, dataset, scores)
+        if stop_asked():
+            break
+    if stop_asked():
+        logger.info(f"stopped after {run_iters[0]} iterations as asked (--stop_after_iters)")
     logger.info(f"training time {datetime.timedelta(seconds=int(time.time() - t0))}")
     if log_writer is not None:
         log_writer.close()
