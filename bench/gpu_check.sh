@@ -10,7 +10,7 @@
 # Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], timeout_s=BUDGET+60); give_back.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 # Left for issue 7 (one 15-minute session): BUDGET=520 bash bench/gpu_check.sh compiled residual data,
-# then (another call or session) autotune, models, nvjpeg.
+# then (another call or session) autotune, models, nvjpeg, with KEEP="--amp_residual" if that lever paid.
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
@@ -51,6 +51,7 @@ py() {  # py SECONDS script args...: run a bench script within the budget, keep 
 step() { py "$1" bench/train_step.py "${@:2}" "${TINY[@]}"; }
 S16=(--model siammae_vit_small_patch16 --batch_size 256 --amp bf16)  # the issue's reference configuration
 FASTEST=auto
+read -r -a KEEP <<< "${KEEP:-}"  # levers kept after an earlier check (e.g. KEEP=--amp_residual): data, models, autotune
 
 steps() { step 90 "${S16[@]}" --steps 30 --profile "$OUT/top_eager.txt"; }
 compiled() { step 200 "${S16[@]}" --steps 30 --compile --profile "$OUT/top_compiled.txt"; }
@@ -107,15 +108,17 @@ data() {  # the loader alone, then the compiled step fed by it: CPU decode vs --
   make_frames
   py 60 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "$WORKERS" \
       --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
-  local d=(--repeated_sampling 2 --data_path /tmp/frames --num_workers 14 --data_steps 300 --compile)
+  local d=(--repeated_sampling 2 --data_path /tmp/frames --num_workers 14 --data_steps 300 --compile "${KEEP[@]}")
   step 150 "${S16[@]}" "${d[@]}"
   step 150 "${S16[@]}" "${d[@]}" --gpu_decode
 }
 models() {
-  step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15 --sdpa "$FASTEST"
-  step 60 --model siammae_vit_small_patch8 --batch_size 128 --amp bf16 --steps 15 --sdpa "$FASTEST"
+  step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15 --sdpa "$FASTEST" "${KEEP[@]}"
+  step 60 --model siammae_vit_small_patch8 --batch_size 128 --amp bf16 --steps 15 --sdpa "$FASTEST" "${KEEP[@]}"
 }
-autotune() { step 400 "${S16[@]}" --steps 30 --compile --compile_mode max-autotune-no-cudagraphs --sdpa "$FASTEST"; }
+autotune() {
+  step 400 "${S16[@]}" --steps 30 --compile --compile_mode max-autotune-no-cudagraphs --sdpa "$FASTEST" "${KEEP[@]}"
+}
 propagation() { py 100 bench/propagation.py "${PROP[@]}"; }
 
 for section in "${@:-steps compiled levers residual nvjpeg data autotune models propagation}"; do
