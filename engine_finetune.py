@@ -116,12 +116,28 @@ def resume_path(args):
     return find_resume(args.output_dir, args.resume)
 
 
+def check_same_run(path, ckpt, args):
+    """A one-line error when the checkpoint to continue is a pre-training one (a shared --output_dir); a
+    warning when it continues a run started from other --finetune weights (not read when continuing)."""
+    saved = ckpt.get("args") if is_training_checkpoint(ckpt) else None
+    if saved is None:
+        return
+    if not hasattr(saved, "nb_classes"):
+        raise ValueError(f"{path}: a pre-training checkpoint, not a classifier's: give this run its own "
+                         "--output_dir (and the pre-trained weights as --finetune)")
+    before = getattr(saved, "finetune", "")
+    if not args.eval and args.finetune and before and os.path.abspath(before) != os.path.abspath(args.finetune):
+        logger.warning(f"{path}: continuing a run started from {before}; --finetune {args.finetune} is not "
+                       "read (another --output_dir starts a new run)")
+
+
 def start_point(args):
     """What the run starts from: (resume, pretrained). resume: (path, checkpoint) to continue from,
     or None; pretrained: the encoder weights of --finetune when not resuming, or None."""
     path = resume_path(args)
     if path:
         ckpt = load_checkpoint(path)
+        check_same_run(path, ckpt, args)
         if args.input_size is None:  # the size the weights were trained at (their position embeddings')
             args.input_size = models_vit.infer_vit_config(model_state_dict(ckpt, path), path)["img_size"]
         return (path, ckpt), None

@@ -87,14 +87,27 @@ def get_args_parser():
     return parser
 
 
-def build_model(args):
-    factory = getattr(models_siammae, args.model, None)
-    if factory is None or not args.model.startswith("siammae_"):
+def check_args(args):
+    """One-line errors for options that do not go together, before any data or model is built."""
+    if args.batch_size % args.repeated_sampling:
+        raise ValueError(f"--batch_size {args.batch_size} (pairs) must be a multiple of "
+                         f"--repeated_sampling {args.repeated_sampling}")
+    if not args.model.startswith("siammae_") or getattr(models_siammae, args.model, None) is None:
         raise ValueError(f"--model {args.model}: not a SiamMAE factory (e.g. siammae_vit_small_patch16)")
+    if not 0 < args.mask_ratio < 1 or not 0 <= args.mask_ratio_f1 < 1:
+        raise ValueError(f"--mask_ratio {args.mask_ratio} must be in (0, 1) and --mask_ratio_f1 "
+                         f"{args.mask_ratio_f1} in [0, 1): the loss is over f2's removed patches")
+    if args.mask_pattern == "grid" and not {args.mask_ratio, args.mask_ratio_f1} <= {0.0, 0.5, 0.75}:
+        raise ValueError(f"--mask_pattern grid supports mask ratios 0.5 and 0.75 (and 0 for f1), got "
+                         f"--mask_ratio {args.mask_ratio} --mask_ratio_f1 {args.mask_ratio_f1}")
     if args.amp_residual and amp_dtype(args) is not torch.bfloat16:
         now = {torch.float16: "float16", None: "no autocast"}[amp_dtype(args)]
         raise ValueError(f"--amp_residual needs bf16 autocast (--amp bf16; --amp {args.amp} on {args.device} "
                          f"gives {now}): it casts the residual stream to the autocast dtype")
+
+
+def build_model(args):
+    factory = getattr(models_siammae, args.model)
     set_attention_backend(args.sdpa)
     return factory(img_size=args.input_size, encoder=args.encoder, decoder=args.decoder,
                    mask_pattern=args.mask_pattern, norm_pix_loss=args.norm_pix_loss,
@@ -152,11 +165,8 @@ def resume(args, model, optimizer, scaler):
 
 
 def main(args):
+    check_args(args)
     device = init_run(args)
-
-    if args.batch_size % args.repeated_sampling:
-        raise ValueError(f"--batch_size {args.batch_size} (pairs) must be a multiple of "
-                         f"--repeated_sampling {args.repeated_sampling}")
     dataset = build_pretrain_dataset(args)
     videos_per_batch = fit_batch(args, len(dataset))
     loader, sampler = build_loader(dataset, args, videos_per_batch)
@@ -278,7 +288,7 @@ def log_reconstruction(args, epoch, log_writer, model, dataset):
     device = next(model.parameters()).device
     frames = to_device(dataset.collate([dataset[0]]), device)[0][:1]  # the first pair of the first video
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # keep training's streams
-        grid = reconstruction_grid(model, frames, args.mask_ratio)
+        grid = reconstruction_grid(model, frames, args.mask_ratio, mask_ratio_f1=args.mask_ratio_f1)
     log_writer.add_image("reconstruction", grid, epoch, dataformats="HWC")
 
 

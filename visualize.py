@@ -108,15 +108,16 @@ def unnormalize_prediction(model, pred, f2):
 
 
 @torch.no_grad()
-def reconstruction_grid(model, frames, mask_ratio, labels=None):
+def reconstruction_grid(model, frames, mask_ratio, labels=None, mask_ratio_f1=0.0):
     """frames (N, 2, 3, H, W) ImageNet-normalised, on the model's device -> uint8 image
     (N * (H + PAD) + PAD, 4 * (W + PAD) + PAD, 3): a row per pair, f1 | masked f2 | prediction
-    (f2's visible patches pasted) | f2. labels: optional text per row. The model (not DDP-wrapped)
-    runs in eval mode and is returned to its previous mode."""
+    (f2's visible patches pasted) | f2. labels: optional text per row. mask_ratio_f1: f1's masking (the
+    symmetric ablations; f1 is shown whole). The model (not DDP-wrapped) runs in eval mode and is
+    returned to its previous mode."""
     was_training = model.training
     model.eval()
     try:
-        _, pred, mask = model(frames, mask_ratio=mask_ratio)
+        _, pred, mask = model(frames, mask_ratio=mask_ratio, mask_ratio_f1=mask_ratio_f1)
     finally:
         model.train(was_training)
     f1, f2 = frames[:, 0].float(), frames[:, 1].float()
@@ -127,7 +128,8 @@ def reconstruction_grid(model, frames, mask_ratio, labels=None):
     f1, f2, pred = denormalize(f1), denormalize(f2), denormalize(pred)
     columns = [f1, f2 * (1 - removed) + GREY * removed, pred * removed + f2 * (1 - removed), f2]
     rows = [list(r) for r in zip(*(to_uint8(c) for c in columns))]
-    for name, panel in zip(("f1", f"f2 masked {mask_ratio:.0%}", "prediction", "f2"), rows[0]):
+    f1_name = f"f1 (masked {mask_ratio_f1:.0%})" if mask_ratio_f1 else "f1"
+    for name, panel in zip((f1_name, f"f2 masked {mask_ratio:.0%}", "prediction", "f2"), rows[0]):
         put_label(panel, name)
     for row, text in zip(rows, labels or []):
         put_label(row[0][-row[0].shape[0] // 2:], text)  # lower half of f1

@@ -71,6 +71,7 @@ def pair_batches(bank, args, device):
 def loss_curve(args, bank, device):
     """Mean loss per chunk of args.every steps: each chunk is one 'epoch' of the schedule (warm-up
     over the first)."""
+    main_pretrain_siam.check_args(args)
     torch.manual_seed(args.seed)
     model = main_pretrain_siam.build_model(args).to(device)
     resolve_lr(args, 1)

@@ -157,6 +157,7 @@ def sync(device):
 
 def run(args):
     device = torch.device(args.device)
+    main_pretrain_siam.check_args(args)
     torch.manual_seed(args.seed)
     model = main_pretrain_siam.build_model(args).to(device)
     resolve_lr(args, 1)

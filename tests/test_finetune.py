@@ -14,7 +14,7 @@ import main_finetune
 import models_mae
 import models_vit
 from conftest import DECODER, TINY
-from util.checkpoint import load_checkpoint
+from util.checkpoint import LAST, load_checkpoint, save_atomic, training_state
 
 def run(image_folder, out, *extra):
     argv = ["--data_path", image_folder, "--output_dir", str(out), "--input_size", "32", "--batch_size", "4",
@@ -123,3 +123,25 @@ def test_criterion_soft_targets_and_label_smoothing_by_hand():
     soft = torch.softmax(torch.randn(4, 5), -1)  # mixup's mixed targets
     mixed = main_finetune.build_criterion(args, mixup_fn=object())(logits, soft)
     torch.testing.assert_close(mixed, (-(soft * logp).sum(-1)).mean())
+
+
+def test_a_shared_output_dir_or_other_weights_are_clear_errors(image_folder, siammae_checkpoint, tmp_path):
+    """output_dir/checkpoint-last.pth wins over --finetune: a pre-training one there is a one-line error; one
+    of a run started from other weights is continued with a warning, not silently."""
+    path, model = siammae_checkpoint
+    shared = tmp_path / "shared"
+    os.makedirs(shared)
+    state = training_state(model, torch.optim.AdamW(model.parameters()), None, 1, 0,
+                           argparse.Namespace(model="siammae_vit_tiny_patch16", input_size=32))
+    save_atomic(state, str(shared / LAST))
+    with pytest.raises(ValueError, match="a pre-training checkpoint, not a classifier's"):
+        run(image_folder, shared, "--finetune", path, "--epochs", "1")
+    run(image_folder, tmp_path / "ft", "--finetune", path, "--epochs", "1")
+    other = tmp_path / "other.pth"
+    shutil.copy(path, other)
+    run(image_folder, tmp_path / "ft", "--finetune", str(other), "--epochs", "2")
+    assert [line["epoch"] for line in log_lines(tmp_path / "ft")] == [0, 1]
+    warning = f"continuing a run started from {path}; --finetune {other} is not read"
+    assert open(tmp_path / "ft" / "train.log").read().count(warning) == 1
+    run(image_folder, tmp_path / "ft", "--finetune", path, "--epochs", "3")  # the same weights: no warning
+    assert open(tmp_path / "ft" / "train.log").read().count(warning) == 1

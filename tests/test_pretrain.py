@@ -237,8 +237,18 @@ def test_weight_decay_groups_are_maes():
 def test_amp_residual_needs_bf16_autocast():
     for amp in ("fp16", "none"):
         with pytest.raises(ValueError, match="--amp_residual needs bf16 autocast"):
-            main_pretrain_siam.build_model(parse(*TINY, "--amp_residual", "--amp", amp))
+            main_pretrain_siam.check_args(parse(*TINY, "--amp_residual", "--amp", amp))
+    main_pretrain_siam.check_args(parse(*TINY, "--amp_residual", "--amp", "bf16"))
     assert main_pretrain_siam.build_model(parse(*TINY, "--amp_residual", "--amp", "bf16")).amp_residual
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--mask_ratio", "0"], "--mask_ratio 0.0 must be in"), (["--mask_ratio_f1", "1"], "--mask_ratio_f1 1.0 in"),
+    (["--mask_pattern", "grid", "--mask_ratio", "0.95"], "grid supports mask ratios 0.5 and 0.75"),
+    (["--model", "mae_vit_base_patch16"], "not a SiamMAE factory"), (["--batch_size", "3"], "must be a multiple")])
+def test_options_that_do_not_go_together_stop_before_any_data_is_read(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        run(str(tmp_path / "no_such_data"), tmp_path / "out", *options)  # the data path is never looked at
 
 
 def test_davis_during_training_equals_the_cli_on_the_saved_checkpoint(videos, tmp_path):

@@ -115,3 +115,8 @@ def test_reconstruction_grid_undoes_the_patch_normalisation_and_keeps_the_mode()
     grid = visualize.reconstruction_grid(model, frames, 0.75, labels=["a", "b", "c"])
     assert grid.dtype == np.uint8 and grid.shape == (3 * S + visualize.PAD, 4 * S + visualize.PAD, 3)
     assert model.training
+    seen = []
+    forward = model.forward
+    model.forward = lambda *a, **kw: seen.append(kw) or forward(*a, **kw)
+    visualize.reconstruction_grid(model, frames, 0.5, mask_ratio_f1=0.5)  # the symmetric ablation's masking
+    assert seen == [{"mask_ratio": 0.5, "mask_ratio_f1": 0.5}]

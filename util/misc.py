@@ -20,6 +20,11 @@ logger = logging.getLogger("siammae")
 
 
 # ---------------------------------------------------------------- distributed
+# How long a collective waits for the slowest process: the first process alone evaluates DAVIS during
+# pre-training (--davis_path) while the others wait at the next step (NCCL's default is 10 minutes).
+DIST_TIMEOUT = datetime.timedelta(hours=2)
+
+
 def init_distributed_mode(args):
     """Set args.distributed, rank, world_size, gpu from torchrun's or SLURM's environment and
     initialise the process group (NCCL on CUDA, gloo on CPU). A single process stays undistributed."""
@@ -38,7 +43,7 @@ def init_distributed_mode(args):
         torch.cuda.set_device(args.gpu)
         args.device = f"cuda:{args.gpu}"
     dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=args.dist_url,
-                            world_size=args.world_size, rank=args.rank)
+                            world_size=args.world_size, rank=args.rank, timeout=DIST_TIMEOUT)
     dist.barrier()
 
 
