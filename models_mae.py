@@ -1,7 +1,7 @@
 """Masked Autoencoder (He et al., 2022) with a ViT backbone: the original model, on today's stack.
 
-Same constructor, methods, initialisation, state-dict keys and numerics as facebookresearch/mae's
-``MaskedAutoencoderViT``; released checkpoints (``mae_pretrain_vit_*.pth``, encoder only, and
+Same constructor, methods, initialisation scheme, state-dict keys and numerics as facebookresearch/mae's
+``MaskedAutoencoderViT`` (the same distributions, not the same draws for a seed); released checkpoints (``mae_pretrain_vit_*.pth``, encoder only, and
 ``mae_visualize_vit_*.pth``, encoder + decoder) load without renaming. The encoder is
 ``models_vit.VisionTransformer`` with a fixed sin-cos position table; attention is fused (SDPA).
 """

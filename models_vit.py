@@ -163,7 +163,9 @@ def infer_vit_config(state_dict, source="checkpoint"):
     if "patch_embed.proj.weight" not in state_dict:
         raise ValueError(f"{source}: no 'patch_embed.proj.weight', so not a ViT encoder")
     width, _, patch, _ = state_dict["patch_embed.proj.weight"].shape
-    depth = 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("blocks."))
+    depth = 1 + max((int(k.split(".")[1]) for k in state_dict if k.startswith("blocks.")), default=-1)
+    if depth == 0:
+        raise ValueError(f"{source}: no encoder blocks ('blocks.*' weights)")
     heads = HEADS_BY_WIDTH.get(width, width // 64)
     if heads < 1 or width % heads:
         raise ValueError(f"{source}: cannot infer the number of heads of width {width}; pass --model")

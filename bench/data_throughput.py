@@ -78,6 +78,7 @@ def prepare_demo(work):
                     name = f'{os.path.splitext(os.path.basename(p))[0]}_{n:04d}.jpg'
                     cv2.imwrite(os.path.join(images, name), frame)
                 n += 1
+            cap.release()
     return dict(video=VideoSource.from_folder(videos),
                 frames=FrameSource(extract(videos, os.path.join(work, 'demo_frames'))),
                 crop=ImageSource(os.path.dirname(images)))

@@ -3,7 +3,8 @@
 
 Every item is (frames, n_skipped): frames a uint8 RGB tensor (R, 2, 3, S, S); `normalize` turns it
 into the ImageNet-normalised float32 input of the model (on the training device).
-This package yields tensors only; it imports nothing from models, util, eval or main scripts.
+This package yields tensors only; it imports nothing from models, eval or main scripts (from util only
+the ImageNet statistics, util.image).
 """
 from .build import build_pretrain_dataset, build_source
 from .demo import demo_video_paths

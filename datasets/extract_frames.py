@@ -197,10 +197,13 @@ def main(args):
             if reason:
                 report.append(dict(path=src, status=status, reason=reason))
             progress.update(n, counts['skipped'], final=n == len(jobs))
-    finally:
+    except BaseException:  # Ctrl-C or an error: stop the workers now (half-done videos stay .partial)
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.terminate()
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
     write_manifest(os.path.join(args.dst, MANIFEST_NAME), rows)
     write_report(os.path.join(args.dst, REPORT_NAME), report)
     print(f'{len(rows)} videos in {os.path.join(args.dst, MANIFEST_NAME)} '

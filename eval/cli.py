@@ -13,7 +13,7 @@ import torch
 from eval.features import FeatureExtractor, load_encoder, network_size
 from eval.files import InputError, image_size, read_rgb
 from eval.propagation import WINDOWS, grid_to_labels, labels_to_grid, propagate
-from util.misc import setup_logging
+from util.misc import default_device, setup_logging
 
 
 def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=None):
@@ -25,7 +25,7 @@ def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=N
                    help="SiamMAE, MAE (mae_pretrain_vit_*.pth) or timm/DINO ViT weights")
     g.add_argument("--model", default=None,
                    help="architecture, e.g. vit_small_patch16 (inferred from the checkpoint if omitted)")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--device", default=default_device())
     g.add_argument("--batch_size", default=8, type=int, help="frames per forward pass")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network (CUDA only)")
     g.add_argument("--short_side", default=short_side, type=int,

@@ -61,7 +61,7 @@ class FeatureExtractor:
         """frames: (N, H, W, 3) uint8 (array, tensor, or list of (H, W, 3)); size: (H', W') network
         input, multiples of the patch. Returns (N, H'/p, W'/p, D) float32, unit norm per token."""
         x = self.preprocess(frames, size)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             feats = self.model.forward_features(x)
         return F.normalize(feats.float(), dim=-1)
 

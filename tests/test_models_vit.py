@@ -47,3 +47,5 @@ def test_architecture_names_and_inference(caplog):
         models_vit.vit_config("vit_gigantic_patch3")
     with pytest.raises(ValueError, match="not a ViT encoder"):
         models_vit.infer_vit_config({"w": torch.zeros(1)}, "x.pth")
+    with pytest.raises(ValueError, match=r"x\.pth: no encoder blocks"):
+        models_vit.infer_vit_config({"patch_embed.proj.weight": torch.zeros(384, 3, 16, 16)}, "x.pth")

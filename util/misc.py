@@ -63,21 +63,18 @@ def is_main_process():
     return get_rank() == 0
 
 
-def all_reduce_mean(x):
-    """Mean of a python number over all ranks."""
-    if get_world_size() == 1:
-        return x
-    t = torch.tensor(x, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return (t / get_world_size()).item()
-
-
 def all_reduce_sum(x):
+    """Sum of a python number over all ranks."""
     if get_world_size() == 1:
         return x
     t = torch.tensor(x, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return t.item()
+
+
+def all_reduce_mean(x):
+    """Mean of a python number over all ranks."""
+    return x if get_world_size() == 1 else all_reduce_sum(x) / get_world_size()
 
 
 def default_device():
@@ -89,7 +86,9 @@ def setup_logging(output_dir=None):
     """Rank 0 logs INFO to stderr (and output_dir/train.log); other ranks only warnings."""
     level = logging.INFO if is_main_process() else logging.WARNING
     logger.setLevel(level)
-    logger.handlers.clear()
+    for h in list(logger.handlers):  # a former run's in this process (its train.log closed)
+        logger.removeHandler(h)
+        h.close()
     logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     handlers = [logging.StreamHandler(sys.stdout)]
