@@ -49,7 +49,6 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     lr_sum, epoch_iters = totals["lr_sum"], totals["iters"]
     skipped = torch.tensor(totals["skipped"] if get_rank() == 0 else 0, dtype=torch.long)  # a sum: counted once
     bad_iter = torch.full((), -1, dtype=torch.long, device=device)
-    grad_norm = None
     pairs_per_iter = args.batch_size * get_world_size()
     optimizer.zero_grad(set_to_none=True)
     header = f"Epoch: [{epoch}]"
@@ -73,8 +72,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
             bad_iter = torch.where((bad_iter < 0) & ~torch.isfinite(loss.detach()), it, bad_iter)
             backward(loss / accum, scaler)
         log_now = (it + 1) % args.print_freq == 0 or it + 1 == iters
-        if step_now:
-            grad_norm = optimizer_step(model, optimizer, scaler, args.clip_grad, want_norm=log_now)
+        grad_norm = optimizer_step(model, optimizer, scaler, args.clip_grad, want_norm=log_now) if step_now else None
         if log_now:
             _check_finite(bad_iter, epoch)
             mean_loss = all_reduce_mean((loss_sum / max(loss_count, 1)).item())

@@ -294,3 +294,12 @@ def test_fit_batch_keeps_the_batch_when_the_data_fills_it():
     args = argparse.Namespace(batch_size=8, repeated_sampling=2)
     assert main_pretrain_siam.fit_batch(args, 4) == 4 and args.batch_size == 8
     assert main_pretrain_siam.fit_batch(args, 3) == 3 and args.batch_size == 6
+
+
+def test_grad_norm_is_logged_at_optimizer_steps_only(videos, tmp_path):
+    """6 iterations, accumulation over 2, a log line each iteration: 3 steps, 3 gradient norms."""
+    run(videos, tmp_path, "--epochs", "1", "--batch_size", "2", "--accum_iter", "2")
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert len(events.Scalars("train/loss")) == 6
+    assert [s.step for s in events.Scalars("train/grad_norm")] == [333, 666, 1000]
