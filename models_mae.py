@@ -36,8 +36,9 @@ class MaskedAutoencoderViT(VisionTransformer):
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size ** 2 * in_chans, bias=True)
         self.initialize_weights()
 
-    def build_decoder_blocks(self, dim, depth, num_heads, mlp_ratio, norm_layer):
-        return nn.ModuleList([Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+    def build_decoder_blocks(self, dim, depth, num_heads, mlp_ratio, norm_layer, block=Block):
+        """depth decoder blocks of width dim (MAE's: self-attention blocks)."""
+        return nn.ModuleList([block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
                               for _ in range(depth)])
 
     def initialize_weights(self):
@@ -98,11 +99,7 @@ class MaskedAutoencoderViT(VisionTransformer):
         """imgs (N, 3, H, W) -> latent (N, 1 + len_keep, D), mask (N, L), ids_restore (N, L)."""
         x = self.patch_embed(x) + self.pos_embed[:, 1:, :]
         x, mask, ids_restore = self.random_masking(x, mask_ratio)
-        cls = self.cls_token + self.pos_embed[:, :1, :]
-        x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.norm(x), mask, ids_restore
+        return self.norm(self.run_blocks(self.with_cls(x))), mask, ids_restore
 
     def restore_tokens(self, x, ids_restore):
         """Embed latent (N, 1 + len_keep, D) into the decoder width, append [MASK] tokens, unshuffle

@@ -18,7 +18,6 @@ parameter names are MAE's, so released MAE weights initialise it (util.checkpoin
 import functools
 
 import torch
-import torch.nn as nn
 
 from models_mae import MaskedAutoencoderViT, autoencoder_factory
 from util.blocks import Block, CrossBlock, CrossSelfBlock
@@ -60,10 +59,10 @@ class SiamMAE(MaskedAutoencoderViT):
         self.decoder_mlp_ratio = decoder_mlp_ratio  # None: the encoder's (MAE's decoder)
         super().__init__(norm_pix_loss=norm_pix_loss, **kwargs)
 
-    def build_decoder_blocks(self, dim, depth, num_heads, mlp_ratio, norm_layer):
-        block, mlp_ratio = DECODERS[self.decoder_type], self.decoder_mlp_ratio or mlp_ratio
-        return nn.ModuleList([block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
-                              for _ in range(depth)])
+    def build_decoder_blocks(self, dim, depth, num_heads, mlp_ratio, norm_layer, block=None):
+        """The decoder's blocks: cross-self, cross or self-attention (joint) ones, by decoder_type."""
+        return super().build_decoder_blocks(dim, depth, num_heads, self.decoder_mlp_ratio or mlp_ratio, norm_layer,
+                                            DECODERS[self.decoder_type])
 
     def grid_masking(self, x, mask_ratio):
         """The same regular pattern for every sample: ratio 0.5 keeps every alternate patch
@@ -80,10 +79,6 @@ class SiamMAE(MaskedAutoencoderViT):
             return self.grid_masking(x, mask_ratio)
         return self.random_masking(x, mask_ratio)
 
-    def _with_cls(self, x):
-        cls = self.cls_token + self.pos_embed[:, :1, :]
-        return torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
-
     def _stream(self, x):
         """Tokens entering a stack of blocks. Under autocast the residual stream stays float32 (float32
         tokens plus low-precision branch outputs); with amp_residual it is cast to the autocast dtype,
@@ -94,10 +89,8 @@ class SiamMAE(MaskedAutoencoderViT):
         return x
 
     def _encode(self, x):
-        x = self._stream(x)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.norm(x)
+        """Tokens (N, T, D), [CLS] first -> encoded and normed (N, T, D)."""
+        return self.norm(self.run_blocks(self._stream(x)))
 
     def forward_encoder(self, frames, mask_ratio, mask_ratio_f1=0.0):
         """frames: (N, 2, 3, H, W) -> for f1 and for f2: latent (N, 1 + len_keep, D),
@@ -105,13 +98,13 @@ class SiamMAE(MaskedAutoencoderViT):
         tokens = [self.patch_embed(frames[:, i]) + self.pos_embed[:, 1:, :] for i in (0, 1)]
         (x1, m1, r1), (x2, m2, r2) = (self.mask_frame(t, r) for t, r in zip(tokens, (mask_ratio_f1, mask_ratio)))
         if self.encoder_type == "joint":
-            x = self._encode(self._with_cls(torch.cat([x1, x2], dim=1)))
+            x = self._encode(self.with_cls(torch.cat([x1, x2], dim=1)))
             cls, n1 = x[:, :1], x1.shape[1]
             l1, l2 = torch.cat([cls, x[:, 1:1 + n1]], dim=1), torch.cat([cls, x[:, 1 + n1:]], dim=1)
         elif x1.shape[1] == x2.shape[1]:  # symmetric masking: one batched pass
-            l1, l2 = self._encode(self._with_cls(torch.cat([x1, x2], dim=0))).chunk(2, dim=0)
+            l1, l2 = self._encode(self.with_cls(torch.cat([x1, x2], dim=0))).chunk(2, dim=0)
         else:
-            l1, l2 = self._encode(self._with_cls(x1)), self._encode(self._with_cls(x2))
+            l1, l2 = self._encode(self.with_cls(x1)), self._encode(self.with_cls(x2))
         return (l1, m1, r1), (l2, m2, r2)
 
     def forward_decoder(self, latent1, latent2, ids_restore1, ids_restore2):

@@ -66,22 +66,31 @@ class VisionTransformer(nn.Module):
         return resize_pos_embed(self.pos_embed, grid_hw)
 
     def grid_of(self, imgs):
+        """imgs (N, 3, H, W) -> the patch grid (H / p, W / p)."""
         p = self.patch_embed.patch_size[0]
         return imgs.shape[-2] // p, imgs.shape[-1] // p
+
+    def with_cls(self, x, pos=None):
+        """Patch tokens (N, L, D) -> (N, 1 + L, D): [CLS] plus its position embedding first (pos: the
+        position table in use, default pos_embed)."""
+        pos = self.pos_embed if pos is None else pos
+        cls = (self.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1)
+
+    def run_blocks(self, x):
+        """Tokens (N, T, D) through every block -> (N, T, D), before the final norm."""
+        for blk in self.blocks:
+            x = blk(x)
+        return x
 
     def prepare_tokens(self, imgs):
         """imgs (N, 3, H, W) -> embedded patches with [CLS] and position embeddings (N, 1 + h*w, D)."""
         pos = self.pos_embed_for(self.grid_of(imgs))
-        x = self.patch_embed(imgs) + pos[:, 1:]
-        cls = (self.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
-        return torch.cat([cls, x], dim=1)
+        return self.with_cls(self.patch_embed(imgs) + pos[:, 1:], pos)
 
     def forward_tokens(self, imgs):
         """imgs (N, 3, H, W) -> tokens (N, 1 + h*w, D) after the last block, before the final norm."""
-        x = self.prepare_tokens(imgs)
-        for blk in self.blocks:
-            x = blk(x)
-        return x
+        return self.run_blocks(self.prepare_tokens(imgs))
 
     def forward_features(self, imgs):
         """imgs (N, 3, H, W), H and W multiples of the patch -> patch features (N, h, w, D):
@@ -99,6 +108,7 @@ class VisionTransformer(nn.Module):
         return self.head(x)
 
     def forward(self, imgs):
+        """imgs (N, 3, H, W) -> logits (N, num_classes)."""
         return self.forward_head(self.forward_tokens(imgs))
 
     @torch.no_grad()
