@@ -23,7 +23,6 @@ class MaskedAutoencoderViT(VisionTransformer):
                  norm_layer=nn.LayerNorm, norm_pix_loss=False):
         super().__init__(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
                          qkv_bias=True, norm_layer=norm_layer, fixed_pos_embed=True)
-        self.in_chans = in_chans
         self.norm_pix_loss = norm_pix_loss
         num_patches = self.patch_embed.num_patches
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)

@@ -49,7 +49,7 @@ def read_mask(path):
 
 
 def first_annotation(seq):
-    """(mask (H, W) uint8, palette (768,) or None, number of objects) of the first frame;
+    """(mask (H, W) uint8, palette (768,), number of objects) of the first frame;
     the objects are counted from it, as in the official evaluation."""
     mask, palette = read_indexed_png(seq.annotations[0])
     n_objects = int(np.where(mask == 255, 0, mask).max())

@@ -16,7 +16,7 @@ if __name__ == "__main__":  # run as a script: the repo root, not eval/, first o
 
 from eval import cli, davis_metrics, overlay
 from eval.davis_data import first_annotation, load_sequence, read_sequence_names
-from eval.files import InputError, default_palette, read_indexed_png, read_rgb, stem, write_indexed_png
+from eval.files import InputError, read_indexed_png, read_rgb, stem, write_indexed_png
 
 
 def get_args_parser():
@@ -31,15 +31,9 @@ def get_args_parser():
     return parser
 
 
-def palette_of(seq):
-    _, palette = read_indexed_png(seq.annotations[0])
-    return palette if palette is not None else default_palette()
-
-
 def propagate_sequence(extractor, seq, args):
     """Write <output_dir>/<seq>/<frame>.png for every frame (the first one is its annotation)."""
-    mask0, _, n_objects = first_annotation(seq)
-    palette = palette_of(seq)
+    mask0, palette, n_objects = first_annotation(seq)
     folder = os.path.join(args.output_dir, seq.name)
     write_indexed_png(os.path.join(folder, stem(seq.frames[0]) + ".png"), mask0, palette)
     for path, labels in zip(seq.frames[1:], cli.propagate_masks(extractor, seq.frames, mask0, n_objects + 1, args)):
@@ -48,7 +42,7 @@ def propagate_sequence(extractor, seq, args):
 
 def save_overlays(seq, output_dir):
     """Blend the result PNGs of a sequence into its frames: a PNG per frame and one GIF."""
-    palette = palette_of(seq)
+    _, palette, _ = first_annotation(seq)
     folder = os.path.join(output_dir, "overlays", seq.name)
     images = []
     for path in seq.frames:

@@ -74,7 +74,8 @@ def read_rgb(path, size=None):
 
 
 def read_indexed_png(path):
-    """An indexed (mode 'P' or 'L') PNG as ((H, W) uint8 indices, (768,) uint8 palette or None)."""
+    """An indexed (mode 'P' or 'L') PNG as ((H, W) uint8 indices, (768,) uint8 palette: its own, else
+    the DAVIS default)."""
     try:
         with Image.open(path) as im:
             if im.mode not in ("P", "L"):
@@ -83,9 +84,9 @@ def read_indexed_png(path):
             indices = np.array(im)
     except (OSError, SyntaxError) as e:
         raise InputError(f"{path}: not a readable PNG ({e})") from None
-    if palette is not None:
-        palette = np.asarray(palette + [0] * (768 - len(palette)), dtype=np.uint8)
-    return indices, palette
+    if palette is None:
+        return indices, default_palette()
+    return indices, np.asarray(palette + [0] * (768 - len(palette)), dtype=np.uint8)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ if __name__ == "__main__":  # run as a script: the repo root, not eval/, first o
 import numpy as np
 
 from eval import cli, miou
-from eval.files import (InputError, default_palette, list_files, read_indexed_png, read_list, stem, write_csv,
+from eval.files import (InputError, list_files, read_indexed_png, read_list, stem, write_csv,
                         write_indexed_png)
 
 CLASSES = ["background", "hat", "hair", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
@@ -69,7 +69,6 @@ def main(args):
     progress = cli.Progress([len(frames) for _, frames, _ in videos])
     for name, frames, annotations in videos:
         mask0, palette = read_part_map(annotations[stem(frames[0])])
-        palette = palette if palette is not None else default_palette()
         for path, pred in zip(frames[1:], cli.propagate_masks(extractor, frames, mask0, len(CLASSES), args)):
             write_indexed_png(os.path.join(args.output_dir, name, stem(path) + ".png"), pred, palette)
             if stem(path) in annotations:

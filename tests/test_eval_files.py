@@ -23,6 +23,10 @@ def test_indexed_png_round_trip(tmp_path):
     back, palette = read_indexed_png(str(tmp_path / "a.png"))
     np.testing.assert_array_equal(back, labels)
     np.testing.assert_array_equal(palette, default_palette())
+    Image.fromarray(labels, mode="L").save(tmp_path / "grey.png")  # no palette of its own: DAVIS's
+    back, palette = read_indexed_png(str(tmp_path / "grey.png"))
+    np.testing.assert_array_equal(back, labels)
+    np.testing.assert_array_equal(palette, default_palette())
     Image.new("RGB", (4, 3)).save(tmp_path / "rgb.png")
     with pytest.raises(InputError, match="rgb.png: not an indexed PNG"):
         read_indexed_png(str(tmp_path / "rgb.png"))
