@@ -47,6 +47,7 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch, sca
     meters = MetricLogger()
     meters.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.2e}"))
     loss_sum, loss_count = torch.zeros((), device=device), 0
+    epoch_loss = torch.zeros((), device=device)
     optimizer.zero_grad(set_to_none=True)
     batches = meters.log_every(data_loader, args.print_freq, f"Epoch: [{epoch}]",
                                samples_per_iter=args.batch_size * get_world_size(), samples="images")
@@ -63,6 +64,7 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch, sca
                 loss = criterion(model(images), labels)
             backward(loss / accum, scaler)
         loss_sum += loss.detach().float()
+        epoch_loss += loss.detach().float()
         loss_count += 1
         if step_now:
             optimizer_step(model, optimizer, scaler, args.clip_grad)
@@ -72,7 +74,7 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch, sca
             loss_count = 0
             meters.update(loss=mean_loss, lr=lr)
             log_scalars(log_writer, epoch, (it + 1) / iters, loss=mean_loss, lr=lr)
-    return {"loss": meters.meters["loss"].global_avg, "lr": meters.meters["lr"].value}
+    return {"loss": all_reduce_mean(epoch_loss.item() / max(iters, 1)), "lr": lr}
 
 
 def _finite_mean(loss_sum, count, epoch, it):

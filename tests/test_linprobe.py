@@ -47,10 +47,17 @@ def test_encoder_in_eval_mode_head_in_train_mode(siammae_checkpoint):
     modes = []
     for module in (model.blocks[0], model.blocks[1].drop_path, model.head[0]):
         module.register_forward_pre_hook(lambda m, _: modes.append((type(m).__name__, m.training)))
-    loader = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))]
+    loader = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])) for _ in range(3)]
     optimizer = LARS(model.head.parameters(), lr=0.1)
-    engine_finetune.train_one_epoch(model, torch.nn.CrossEntropyLoss(), loader, optimizer, torch.device("cpu"),
-                                    0, None, args, trainable=model.head)
+    losses = []
+
+    def criterion(output, target):  # records each iteration's loss
+        losses.append(torch.nn.functional.cross_entropy(output, target))
+        return losses[-1]
+    args.print_freq = 2  # log windows of 2 and 1 iterations: the epoch loss is still the per-iteration mean
+    stats = engine_finetune.train_one_epoch(model, criterion, loader, optimizer, torch.device("cpu"),
+                                            0, None, args, trainable=model.head)
+    assert stats["loss"] == pytest.approx(sum(x.item() for x in losses) / 3, rel=1e-6)
     assert dict(modes) == {"Block": False, "DropPath": False, "BatchNorm1d": True}
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.1.weight", "head.1.bias"]
 
