@@ -24,6 +24,34 @@ def _check_finite(bad_iter, epoch):
                             "checkpoint-last.pth keeps the last good state")
 
 
+class EpochTotals:
+    """An epoch's running sums: per-iteration losses (on the device, no sync per step), lrs, iterations and
+    skipped videos. state() (collective) is what a checkpoint keeps; EpochTotals(device, state) continues
+    from it in a resumed epoch: every process starts from the mean loss sum, the first one from the
+    skipped count (a sum over processes), so the epoch's statistics equal an uninterrupted run's."""
+
+    def __init__(self, device, state=None):
+        state = state or {"loss_sum": 0.0, "lr_sum": 0.0, "iters": 0, "skipped": 0}
+        self.loss = torch.full((), state["loss_sum"], device=device)
+        self.lr_sum, self.iters = state["lr_sum"], state["iters"]
+        self.skipped = torch.tensor(state["skipped"] if get_rank() == 0 else 0, dtype=torch.long)
+
+    def add(self, loss, lr, n_skipped):
+        self.loss += loss.detach().float()
+        self.lr_sum, self.iters = self.lr_sum + lr, self.iters + 1
+        self.skipped += n_skipped.sum()
+
+    def state(self):
+        return {"loss_sum": all_reduce_mean(self.loss.item()), "lr_sum": self.lr_sum, "iters": self.iters,
+                "skipped": int(all_reduce_sum(int(self.skipped)))}
+
+    def stats(self):
+        """{'loss', 'lr': means over the epoch's iterations (and processes), 'skipped_videos'}."""
+        n = max(self.iters, 1)
+        return {"loss": all_reduce_mean(self.loss.item() / n), "lr": self.lr_sum / n,
+                "skipped_videos": int(all_reduce_sum(int(self.skipped)))}
+
+
 def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, log_writer=None,
                     start_iter=0, iters_per_epoch=None, on_step_end=None, start_totals=None):
     """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W) uint8,
@@ -32,10 +60,9 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
 
     on_step_end(iteration, ensure_finite, totals) is called after each optimizer step (iteration = the
     next one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
-    returns True to stop the epoch early; totals() (collective) is what a checkpoint keeps of the epoch's
-    statistics so far, and start_totals continues them in a resumed epoch. Returns a dict of epoch
-    statistics: the mean loss and lr over the epoch's iterations (and processes), skipped videos; None
-    when stopped early.
+    returns True to stop the epoch early; totals() (collective) is EpochTotals.state(), what a checkpoint
+    keeps, and start_totals continues it in a resumed epoch. Returns EpochTotals.stats(), or None when
+    stopped early.
     """
     model.train()
     iters = iters_per_epoch or len(data_loader) + start_iter
@@ -44,10 +71,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     meters.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.2e}"))
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
-    totals = start_totals or {"loss_sum": 0.0, "lr_sum": 0.0, "iters": 0, "skipped": 0}
-    epoch_loss = torch.full((), totals["loss_sum"], device=device)  # every process starts from the mean
-    lr_sum, epoch_iters = totals["lr_sum"], totals["iters"]
-    skipped = torch.tensor(totals["skipped"] if get_rank() == 0 else 0, dtype=torch.long)  # a sum: counted once
+    totals = EpochTotals(device, start_totals)
     bad_iter = torch.full((), -1, dtype=torch.long, device=device)
     pairs_per_iter = args.batch_size * get_world_size()
     optimizer.zero_grad(set_to_none=True)
@@ -59,7 +83,6 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
         if it % accum == 0:
             lr = lr_sched.adjust_learning_rate(optimizer, it / iters + epoch, args)
         frames, n_skipped = to_device(batch, device)  # (B*R, 2, 3, H, W) normalised
-        skipped += n_skipped.sum()
         step_now = (it + 1) % accum == 0 or it + 1 == iters
         sync = step_now or not hasattr(model, "no_sync")  # DDP: all-reduce only on the last micro-batch
         with (contextlib.nullcontext() if sync else model.no_sync()):
@@ -67,8 +90,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
                 loss, _, _ = model(frames, mask_ratio=args.mask_ratio, mask_ratio_f1=args.mask_ratio_f1)
             loss_sum += loss.detach().float()
             loss_count += 1
-            epoch_loss += loss.detach().float()
-            lr_sum, epoch_iters = lr_sum + lr, epoch_iters + 1
+            totals.add(loss, lr, n_skipped)
             bad_iter = torch.where((bad_iter < 0) & ~torch.isfinite(loss.detach()), it, bad_iter)
             backward(loss / accum, scaler)
         log_now = (it + 1) % args.print_freq == 0 or it + 1 == iters
@@ -84,12 +106,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
                         pairs_per_s=(it + 1 - it_log) * pairs_per_iter / (now - t_log))
             t_log, it_log = now, it + 1
         if step_now and on_step_end is not None:
-            def totals_now():
-                return {"loss_sum": all_reduce_mean(epoch_loss.item()), "lr_sum": lr_sum, "iters": epoch_iters,
-                        "skipped": int(all_reduce_sum(int(skipped)))}
-            if on_step_end(it + 1, lambda: _check_finite(bad_iter, epoch), totals_now):
+            if on_step_end(it + 1, lambda bad=bad_iter: _check_finite(bad, epoch), totals.state):
                 return None  # stopped inside the epoch
     _check_finite(bad_iter, epoch)
-    n = max(epoch_iters, 1)
-    return {"loss": all_reduce_mean(epoch_loss.item() / n), "lr": lr_sum / n,
-            "skipped_videos": int(all_reduce_sum(int(skipped)))}
+    return totals.stats()
