@@ -60,6 +60,27 @@ def is_frames_root(path):
             else os.path.basename(path) == MANIFEST_NAME)
 
 
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
+
+
+def jpeg_size(data):
+    """(height, width) from a JPEG's start-of-frame header (bytes-like), without decoding; None if absent."""
+    pos, n = 2, len(data)
+    while pos + 9 < n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in _SOF:
+            return (data[pos + 5] << 8) | data[pos + 6], (data[pos + 7] << 8) | data[pos + 8]
+        elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+    return None
+
+
 class FrameClip(Clip):
     """One video's frame folder: `num_frames`, `fps` from the manifest and `read(indices)`."""
 
@@ -85,8 +106,9 @@ class FrameClip(Clip):
 
     def read_encoded(self, indices):
         """The JPEG files at the given indices, undecoded -> list of uint8 1-D tensors. Missing,
-        empty or truncated files (no JPEG start/end marker) raise UnreadableError here, in the
-        loader worker, so that decoding on the training device meets only whole files."""
+        empty or truncated files (no JPEG start/end marker) and frames of another size than the
+        manifest's (the crops are drawn from it) raise UnreadableError here, in the loader worker, so
+        that decoding on the training device meets only whole files of the expected size."""
         out = []
         for t in indices:
             file = os.path.join(self.path, frame_name(t))
@@ -96,6 +118,11 @@ class FrameClip(Clip):
                 raise UnreadableError(f'{file}: {e.strerror or e}') from None
             if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8 or data[-2] != 0xFF or data[-1] != 0xD9:
                 raise UnreadableError(f'{file}: not a whole JPEG file')
+            size = jpeg_size(memoryview(data))
+            if size != (self.height, self.width):
+                found = 'no frame header' if size is None else f'{size[1]}x{size[0]}'
+                raise UnreadableError(f'{file}: {found}, but the manifest says {self.width}x{self.height} '
+                                      '(extracted again since? re-run extract_frames.py)')
             out.append(torch.from_numpy(data))
         return out
 

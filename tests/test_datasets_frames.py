@@ -1,6 +1,7 @@
 import os
 
 import cv2
+import numpy as np
 import pytest
 
 from datasets import frames
@@ -54,3 +55,30 @@ def test_frame_source_reads_indices(tmp_path):
             clip.read([7])
         with pytest.raises(UnreadableError, match='000009.jpg: not a decodable image'):
             clip.read([8])
+
+
+@pytest.mark.parametrize('progressive', [False, True])
+def test_jpeg_size_reads_the_frame_header(tmp_path, progressive):
+    """Baseline (SOF0) and progressive (SOF2) files, with an EXIF-like APP1 segment before the frame
+    header: the size equals the decoded array's."""
+    image = np.random.default_rng(0).integers(0, 255, (37, 301, 3), dtype=np.uint8)
+    ok, data = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    assert ok
+    data = data.tobytes()
+    app1 = b'\xff\xe1' + (2 + 300).to_bytes(2, 'big') + bytes(300)
+    for blob in (data, data[:2] + app1 + data[2:]):
+        assert frames.jpeg_size(blob) == cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    assert frames.jpeg_size(data[:2] + b'\x00' * 20) is None
+
+
+def test_encoded_frames_of_another_size_than_the_manifests_are_unreadable(tmp_path):
+    rows = [write_frame_folder(str(tmp_path), 'c/v', 4)]
+    frames.write_manifest(str(tmp_path / 'manifest.csv'), rows)
+    with frames.FrameSource(str(tmp_path)).open(0) as clip:
+        assert [len(j) for j in clip.read_encoded([0, 3])] == [os.path.getsize(tmp_path / 'c' / 'v' / frames.frame_name(t))
+                                                               for t in (0, 3)]
+    h, w = rows[0]['height'], rows[0]['width']
+    frames.write_manifest(str(tmp_path / 'manifest.csv'), [dict(rows[0], height=h + 16)])
+    with frames.FrameSource(str(tmp_path)).open(0) as clip:
+        with pytest.raises(UnreadableError, match=f'000001.jpg: {w}x{h}, but the manifest says {w}x{h + 16}'):
+            clip.read_encoded([0])
