@@ -124,6 +124,14 @@ def build_optimizer(model, args):
     return torch.optim.AdamW(param_groups_lrd(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95), fused=fused)
 
 
+def build_training(args, device):
+    """(model on device, optimizer, grad scaler or None, effective batch), args.lr resolved: what
+    pre-training trains (the benches build theirs here too)."""
+    model = build_model(args).to(device)
+    eff_batch = resolve_lr(args, get_world_size())
+    return model, build_optimizer(model, args), grad_scaler(args), eff_batch
+
+
 def fit_batch(args, num_videos):
     """Videos per batch: --batch_size / --repeated_sampling, or, when one process gets fewer videos than
     that, all of them (args.batch_size shrunk to match, with a warning: lr and pairs/s follow the real batch)."""
@@ -173,10 +181,7 @@ def main(args):
     iters_per_epoch = len(loader)
 
     davis = DavisProbe(args, device) if args.davis_path and is_main_process() else None
-    model = build_model(args).to(device)
-    eff_batch = resolve_lr(args, get_world_size())
-    optimizer = build_optimizer(model, args)
-    scaler = grad_scaler(args)
+    model, optimizer, scaler, eff_batch = build_training(args, device)
     start_epoch, start_iter, start_totals = resume(args, model, optimizer, scaler)
     if start_iter >= iters_per_epoch:
         start_epoch, start_iter, start_totals = start_epoch + 1, 0, None

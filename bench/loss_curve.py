@@ -27,7 +27,6 @@ import torch
 import main_pretrain_siam
 from datasets.synthetic import textured_frames
 from engine_pretrain import train_one_epoch
-from util.args import grad_scaler, resolve_lr
 
 
 def get_args_parser():
@@ -73,10 +72,7 @@ def loss_curve(args, bank, device):
     over the first)."""
     main_pretrain_siam.check_args(args)
     torch.manual_seed(args.seed)
-    model = main_pretrain_siam.build_model(args).to(device)
-    resolve_lr(args, 1)
-    optimizer = main_pretrain_siam.build_optimizer(model, args)
-    scaler = grad_scaler(args)
+    model, optimizer, scaler, _ = main_pretrain_siam.build_training(args, device)
     step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
     batches = pair_batches(bank, args, device)
     losses = []

@@ -5,7 +5,7 @@
 With --data_path (pre-extracted frames, videos, ...) the same step is also timed on batches from
 pre-training's own loader (--num_workers, --gpu_decode), and the ratio to the synthetic rate printed.
 
-The model, optimizer and step are pre-training's own (main_pretrain_siam.build_model, the same
+The model, optimizer and step are pre-training's own (main_pretrain_siam.build_training, the same
 parameter groups and fused AdamW, engine_pretrain.train_one_epoch). FLOPs are counted with
 torch.utils.flop_counter on one forward+backward; MFU is achieved FLOP/s over a bf16 matmul's FLOP/s
 measured in the same process (CUDA only).
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import main_pretrain_siam  # noqa: E402
 from datasets import build_pretrain_dataset  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
-from util.args import amp_dtype, autocast, grad_scaler, resolve_lr  # noqa: E402
+from util.args import amp_dtype, autocast  # noqa: E402
 
 
 def get_args_parser():
@@ -159,10 +159,7 @@ def run(args):
     device = torch.device(args.device)
     main_pretrain_siam.check_args(args)
     torch.manual_seed(args.seed)
-    model = main_pretrain_siam.build_model(args).to(device)
-    resolve_lr(args, 1)
-    optimizer = main_pretrain_siam.build_optimizer(model, args)
-    scaler = grad_scaler(args)
+    model, optimizer, scaler, _ = main_pretrain_siam.build_training(args, device)
     flops = count_flops_per_pair(model, args, device)
     step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
 
