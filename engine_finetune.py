@@ -3,7 +3,6 @@
 and the run around them that main_finetune and main_linprobe share: building the ViT, initialising
 its encoder from a pre-trained checkpoint, resuming, the epoch loop with checkpoint-last.pth and
 log.txt."""
-import contextlib
 import datetime
 import json
 import os
@@ -22,7 +21,7 @@ from util.checkpoint import (LAST, compact_keys, encoder_state_dict, find_resume
                              save_atomic, training_state)
 from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, distribute, get_world_size,
                         is_main_process, log_scalars, logger)
-from util.optim import NonFiniteLoss, backward, optimizer_step
+from util.optim import NonFiniteLoss, backward, micro_batch, optimizer_step
 
 HEAD_KEYS = ("head.", "fc_norm.")
 
@@ -57,9 +56,8 @@ def train_one_epoch(model, criterion, data_loader, optimizer, device, epoch, sca
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if mixup_fn is not None:
             images, labels = mixup_fn(images, labels)
-        step_now = (it + 1) % accum == 0 or it + 1 == iters
-        sync = step_now or not hasattr(model, "no_sync")  # DDP: all-reduce only on the last micro-batch
-        with contextlib.nullcontext() if sync else model.no_sync():
+        step_now, context = micro_batch(model, it, iters, accum)
+        with context:
             with autocast(args):
                 loss = criterion(model(images), labels)
             backward(loss / accum, scaler)

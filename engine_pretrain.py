@@ -4,7 +4,6 @@ No host synchronisation per step: losses are summed on the device and read every
 iterations; a non-finite loss is detected on the device and reported (epoch and iteration) at the
 next read, before anything is saved.
 """
-import contextlib
 import time
 
 import torch
@@ -14,7 +13,7 @@ from datasets import to_device
 from util.args import autocast
 from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_rank, get_world_size,
                        log_scalars)
-from util.optim import NonFiniteLoss, backward, optimizer_step
+from util.optim import NonFiniteLoss, backward, micro_batch, optimizer_step
 
 
 def _check_finite(bad_iter, epoch):
@@ -83,9 +82,8 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
         if it % accum == 0:
             lr = lr_sched.adjust_learning_rate(optimizer, it / iters + epoch, args)
         frames, n_skipped = to_device(batch, device)  # (B*R, 2, 3, H, W) normalised
-        step_now = (it + 1) % accum == 0 or it + 1 == iters
-        sync = step_now or not hasattr(model, "no_sync")  # DDP: all-reduce only on the last micro-batch
-        with (contextlib.nullcontext() if sync else model.no_sync()):
+        step_now, context = micro_batch(model, it, iters, accum)
+        with context:
             with autocast(args):
                 loss, _, _ = model(frames, mask_ratio=args.mask_ratio, mask_ratio_f1=args.mask_ratio_f1)
             loss_sum += loss.detach().float()

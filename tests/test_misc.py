@@ -1,7 +1,8 @@
-"""util.misc: logging set-up."""
+"""util.misc (logging set-up) and util.optim (accumulation)."""
+import contextlib
 import os
 
-from util import misc
+from util import misc, optim
 
 
 def test_setting_up_logging_again_closes_the_former_log_file(tmp_path):
@@ -15,3 +16,27 @@ def test_setting_up_logging_again_closes_the_former_log_file(tmp_path):
     assert "into b" in open(os.path.join(tmp_path, "b", "train.log")).read()
     assert "into b" not in open(os.path.join(tmp_path, "a", "train.log")).read()
     misc.setup_logging()
+
+
+def test_micro_batches_step_at_accumulation_ends_and_sync_only_then():
+    """5 micro-batches, accumulation over 2: steps after 1, 3 and the epoch's last (4); DDP's no_sync on
+    the others. A model without no_sync (not DDP-wrapped) always runs plainly."""
+    class FakeDDP:
+        entered = 0
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.entered += 1
+            yield
+
+    model, steps, unsynced = FakeDDP(), [], []
+    for it in range(5):
+        step_now, context = optim.micro_batch(model, it, 5, 2)
+        before = model.entered
+        with context:
+            pass
+        steps.append(step_now)
+        if model.entered > before:
+            unsynced.append(it)
+    assert steps == [False, True, False, True, True] and unsynced == [0, 2]
+    assert [optim.micro_batch(object(), it, 5, 2)[0] for it in range(5)] == steps

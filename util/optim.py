@@ -1,6 +1,7 @@
-"""What every training script shares around its step: scaled backward, unscale, clip, step; the
+"""What every training script shares around its step: accumulation, scaled backward, unscale, clip, step; the
 non-finite-loss stop; the command-line entry."""
 import argparse
+import contextlib
 import os
 import sys
 
@@ -16,6 +17,15 @@ def backward(loss, scaler):
         scaler.scale(loss).backward()
     else:
         loss.backward()
+
+
+def micro_batch(model, it, iters, accum):
+    """(step_now, context) of micro-batch `it` of `iters` under accumulation over `accum`: whether the
+    optimizer steps after it (the accumulation's or the epoch's last), and the context its forward and
+    backward run in (DDP's no_sync on the others: gradients are all-reduced once per step)."""
+    step_now = (it + 1) % accum == 0 or it + 1 == iters
+    sync = step_now or not hasattr(model, "no_sync")
+    return step_now, contextlib.nullcontext() if sync else model.no_sync()
 
 
 def optimizer_step(model, optimizer, scaler, clip_grad, want_norm=False):
