@@ -147,23 +147,41 @@ def test_kill_during_checkpoint_write_leaves_previous_loadable(tmp_path):
     assert ckpt["epoch"] >= 0
 
 
-def test_two_processes_under_torchrun_end_with_identical_weights(videos, tmp_path):
-    out = tmp_path / "ddp"
+def torchrun(videos, out, *extra):
+    """main_pretrain_siam.main in two processes (gloo, CPU); each saves its final weights as rank<r>.pt."""
     script = ("import sys, torch, argparse; sys.path.insert(0, {root!r}); import main_pretrain_siam as m\n"
               "args = argparse.ArgumentParser(parents=[m.get_args_parser()]).parse_args(sys.argv[1:])\n"
               "model = m.main(args)\n"
               "torch.save(model.state_dict(), f'{{args.output_dir}}/rank{{args.rank}}.pt')\n").format(root=ROOT)
-    script_path = tmp_path / "ddp_run.py"
+    script_path = out.parent / "ddp_run.py"
     script_path.write_text(script)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(script_path), *TINY, "--data_path", videos, "--output_dir", str(out), "--epochs", "1",
-           "--accum_iter", "1"]
+           str(script_path), *TINY, "--data_path", videos, "--output_dir", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_two_processes_under_torchrun_end_with_identical_weights(videos, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun(videos, out, "--epochs", "1", "--accum_iter", "1")
     r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     assert_same(r0, r1)
     assert os.path.exists(out / "checkpoint-last.pth")
+
+
+def test_two_processes_resumed_inside_an_epoch_end_like_a_straight_run(videos, tmp_path):
+    """3 iterations per process (1 video per batch); stopped after the first and resumed: the same
+    weights and the same epoch statistics (summed over both processes) as without the stop."""
+    common = ("--epochs", "1", "--batch_size", "2")
+    torchrun(videos, tmp_path / "a", *common)
+    torchrun(videos, tmp_path / "b", *common, "--stop_after_iters", "1")
+    assert load_checkpoint(str(tmp_path / "b" / "checkpoint-last.pth"))["iteration"] == 1
+    torchrun(videos, tmp_path / "b", *common)
+    assert_same(torch.load(tmp_path / "a" / "rank0.pt"), torch.load(tmp_path / "b" / "rank0.pt"))
+    (a,), (b,) = ([json.loads(line) for line in open(tmp_path / d / "log.txt")] for d in "ab")
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
+    assert (b["train_lr"], b["train_skipped_videos"]) == (a["train_lr"], a["train_skipped_videos"])
 
 
 def test_gpu_decode_path_trains_from_extracted_frames(tmp_path):
