@@ -59,7 +59,7 @@ class SiamMAE(MaskedAutoencoderViT):
         self.decoder_mlp_ratio = decoder_mlp_ratio  # None: the encoder's (MAE's decoder)
         super().__init__(norm_pix_loss=norm_pix_loss, **kwargs)
 
-    def build_decoder_blocks(self, dim, depth, num_heads, mlp_ratio, norm_layer, block=None):
+    def build_decoder_blocks(self, dim, depth, num_heads, mlp_ratio, norm_layer):
         """The decoder's blocks: cross-self, cross or self-attention (joint) ones, by decoder_type."""
         return super().build_decoder_blocks(dim, depth, num_heads, self.decoder_mlp_ratio or mlp_ratio, norm_layer,
                                             DECODERS[self.decoder_type])
