@@ -211,7 +211,7 @@ def main(args):
     def on_step_end(epoch, iteration, ensure_finite, totals):
         """Inside the epoch: save every --save_every_iters, or save and stop (--stop_after_iters). At its
         end the epoch's own save and log line come first."""
-        run_iters[0] += args.accum_iter
+        run_iters[0] += (iteration - 1) % args.accum_iter + 1  # this step's micro-batches (fewer at an epoch end)
         if iteration >= iters_per_epoch:
             return False
         stop = stop_asked()

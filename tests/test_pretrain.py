@@ -77,11 +77,13 @@ def test_resume_between_epochs_is_exact(videos, tmp_path, amp):
     assert_same(straight, resumed)
 
 
-@pytest.mark.parametrize("accum, stop, position", [("1", "4", (1, 1)), ("2", "2", (0, 2)), ("1", "3", (1, 0))])
+@pytest.mark.parametrize("accum, stop, position", [("1", "4", (1, 1)), ("2", "2", (0, 2)), ("1", "3", (1, 0)),
+                                                    ("2", "4", (1, 2))])
 def test_resume_inside_an_epoch_is_exact(videos, tmp_path, accum, stop, position):
     # 6 videos / 2 per batch = 3 iterations per epoch; stop after 4 = inside epoch 1, or with
     # accumulation over 2 iterations, after the first optimizer step of epoch 0; stop after 3 = at the
-    # end of epoch 0, whose save and log line come first
+    # end of epoch 0, whose save and log line come first; with accumulation over 2, epoch 0's steps take
+    # 2 + 1 iterations, so 4 are reached at the first step of epoch 1
     straight = weights(run(videos, tmp_path / "a", "--epochs", "2", "--accum_iter", accum))
     run(videos, tmp_path / "b", "--epochs", "2", "--accum_iter", accum, "--stop_after_iters", stop)
     ckpt = load_checkpoint(str(tmp_path / "b" / "checkpoint-last.pth"))
