@@ -2,7 +2,7 @@
 # The prepared GPU check for a session lent a device machine (issue 7): one call, at most BUDGET (480) s;
 # sections run in the order named, and a section is skipped when the budget cannot cover it.
 #
-#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual nvjpeg data autotune models
+#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual nvjpeg data (= loader, feed) autotune models
 #                                             propagation (default: all, in that order; a lever's section needs
 #                                             its baseline, 'compiled', in the same call)
 # Here, once:   echo /.whl/ >> .git/info/exclude
@@ -39,7 +39,7 @@ if [ -n "${SMOKE:-}" ]; then  # the same commands at tiny sizes, on the CPU
          --every 2 --clips 2 --clip_frames 12)
   BUDGET=100000
 else
-  TINY=(); ROWS=16384; WORKERS=1,14; PAIRS=20000; DEV=cuda; ATTN=(); PROP=(--devices cuda --bf16); CURVE=()
+  TINY=(); ROWS=16384; WORKERS=1,14; PAIRS=6000; DEV=cuda; ATTN=(); PROP=(--devices cuda --bf16); CURVE=()
 fi
 limit() { local left=$((BUDGET - SECONDS)); echo $(( $1 < left ? $1 : left )); }
 py() {  # py SECONDS script args...: run a bench script within the budget, keep its JSON lines
@@ -103,11 +103,15 @@ print(json.dumps(row))
 PY
   done
 }
-data() {  # the loader alone, then the compiled step fed by it: CPU decode vs --gpu_decode
-  [ "$(limit 240)" -ge 240 ] || { echo "skipped (time budget): data" | tee -a "$ERR"; return; }
+data() {  # the loader alone, then the compiled step fed by it
   make_frames
-  py 60 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "$WORKERS" \
+  py 90 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "$WORKERS" \
       --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
+  feed
+}
+feed() {  # the compiled step fed by pre-training's loader: CPU decode vs --gpu_decode
+  [ "$(limit 120)" -ge 120 ] || { echo "skipped (time budget): feed" | tee -a "$ERR"; return; }
+  make_frames
   local d=(--repeated_sampling 2 --data_path /tmp/frames --num_workers 14 --data_steps 300 --compile "${KEEP[@]}")
   step 150 "${S16[@]}" "${d[@]}"
   step 150 "${S16[@]}" "${d[@]}" --gpu_decode

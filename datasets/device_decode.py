@@ -36,7 +36,39 @@ def collate_encoded(items, size):
 
 
 def decode_crop(jpegs, crops, size, device):
-    """Decode and crop pairs on device -> (B*R, 2, 3, size, size) float32 RGB in 0..255."""
+    """Decode and crop pairs on device -> (B*R, 2, 3, size, size) float32 RGB in 0..255.
+
+    On CUDA the work runs on a side stream, overlapping the training step still queued on the current
+    one; see _on_side_stream for why the host waits for it before returning."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return _decode_crop(jpegs, crops, size, device)
+    return _on_side_stream(lambda: _decode_crop(jpegs, crops, size, device), device)
+
+
+_SIDE_STREAMS = {}
+
+
+def _on_side_stream(fn, device):
+    """fn() on this device's decode stream -> its output tensor, ready for the current stream.
+
+    nvJPEG writes its outputs without waiting for the work already queued on the stream it is given
+    (pytorch/vision#9606): handed a block the caching allocator has just recycled, it overwrites data
+    that queued kernels have yet to read (seen here as an index assert in the masking gather of the
+    next step). So decoding gets a stream of its own, whose pool holds only decode buffers, and the host
+    waits for that stream before returning: the next decode's outputs can never alias memory a queued
+    crop still reads, and the training step queued on the current stream keeps the GPU busy meanwhile.
+    record_stream keeps the output's block out of the decode pool until the current stream is done with it."""
+    stream = _SIDE_STREAMS.setdefault(device, torch.cuda.Stream(device))
+    with torch.cuda.stream(stream):
+        out = fn()
+    stream.synchronize()
+    out.record_stream(torch.cuda.current_stream(device))
+    return out
+
+
+def _decode_crop(jpegs, crops, size, device):
+    """decode_crop's work, on whatever stream is current."""
     try:
         images = [img for i in range(0, len(jpegs), DECODE_CHUNK)
                   for img in decode_jpeg(jpegs[i:i + DECODE_CHUNK], mode=ImageReadMode.RGB, device=device)]
