@@ -70,7 +70,7 @@ def get_args_parser():
     g.add_argument("--repeated_sampling", default=2, type=int, help="pairs drawn from each video read")
     g.add_argument("--gpu_decode", action="store_true",
                    help="decode, crop and flip pre-extracted JPEG frames on the training device (batched); "
-                        "loader workers only read files")
+                        "loader workers only read files. Experimental on CUDA: see README, Speed")
     g = parser.add_argument_group("checkpoints")
     g.add_argument("--save_every", default=20, type=int, help="keep checkpoint-<epoch>.pth every N epochs")
     g.add_argument("--save_every_iters", default=0, type=int,

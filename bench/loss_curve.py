@@ -1,8 +1,10 @@
 """Does a speed lever keep the loss curve? Trains the same model from the same initialisation on the
 same learnable pairs with the same masks, once per variant: the baseline, the baseline again (the
-run-to-run noise floor: GPU kernels are not bit-deterministic) and the baseline plus the lever's
-options. Prints one JSON line per chunk of steps (mean loss of each run) and a summary (the largest
-relative gap to the baseline, of the repeat and of the lever).
+run-to-run noise floor: GPU kernels are not bit-deterministic), the baseline from another seed (another
+initialisation, other pairs and masks: the seed-to-seed spread a lever's drift should stay well inside)
+and the baseline plus the lever's options. Prints one JSON line per chunk of steps (mean loss of each
+run) and a summary (the largest relative gap to the baseline, of the repeat, the other seed and the
+lever).
 
     python bench/loss_curve.py --lever="--amp_residual" --steps 300 --every 25 [--compile]
     python bench/loss_curve.py --lever="--amp_residual" --model siammae_vit_tiny_patch16 --input_size 64 \\
@@ -89,7 +91,9 @@ def main(args, argv):
     bank = clip_bank(args, device)
     parser = get_args_parser()
     runs = {}
-    for name, extra in (("baseline", []), ("baseline_repeat", []), ("lever", shlex.split(args.lever))):
+    variants = (("baseline", []), ("baseline_repeat", []), ("baseline_seed", ["--seed", str(args.seed + 1)]),
+                ("lever", shlex.split(args.lever)))
+    for name, extra in variants:
         run_args = parser.parse_args(argv + extra)
         run_args.epochs, run_args.print_freq = args.epochs, args.every
         runs[name] = loss_curve(run_args, bank, device)
@@ -97,11 +101,12 @@ def main(args, argv):
         print(json.dumps({"bench": "loss_curve", "step": (k + 1) * args.every,
                           **{name: round(losses[k], 5) for name, losses in runs.items()}}), flush=True)
     base = np.array(runs["baseline"])
-    gap = {name: float(np.max(np.abs(np.array(runs[name]) - base) / base)) for name in ("baseline_repeat", "lever")}
+    gap = {name: float(np.max(np.abs(np.array(runs[name]) - base) / base)) for name in list(runs)[1:]}
     summary = {"bench": "loss_curve_summary", "device": str(device), "model": args.model, "lever": args.lever,
                "steps": args.steps, "batch_size": args.batch_size, "compile": args.compile,
                "first_loss": round(float(base[0]), 5), "last_loss": round(float(base[-1]), 5),
-               "max_rel_gap_repeat": round(gap["baseline_repeat"], 5), "max_rel_gap_lever": round(gap["lever"], 5)}
+               "max_rel_gap_repeat": round(gap["baseline_repeat"], 5), "max_rel_gap_seed": round(gap["baseline_seed"], 5),
+               "max_rel_gap_lever": round(gap["lever"], 5)}
     print(json.dumps(summary), flush=True)
     return runs, summary
 

@@ -46,11 +46,14 @@ def test_loss_curve_pairs_are_crops_of_one_clip_a_few_frames_apart():
                    for c1, t1, y1, x1 in hits1 for c2, t2, y2, x2 in hits2)
 
 
-def test_loss_curve_runs_baseline_repeat_and_lever():
+def test_loss_curve_runs_baseline_repeat_other_seed_and_lever():
     argv = ["--model", "siammae_vit_tiny_patch16", "--input_size", "32", "--batch_size", "4", "--decoder_depth", "1",
             "--steps", "4", "--every", "2", "--clips", "2", "--clip_frames", "12", "--amp", "bf16", "--device", "cpu",
             "--lever=--amp_residual"]
     runs, summary = loss_curve.main(loss_curve.get_args_parser().parse_args(argv), argv)
-    assert [len(v) for v in runs.values()] == [2, 2, 2]
+    assert list(runs) == ["baseline", "baseline_repeat", "baseline_seed", "lever"]
+    assert [len(v) for v in runs.values()] == [2, 2, 2, 2]
     assert runs["baseline"] == runs["baseline_repeat"] and summary["max_rel_gap_repeat"] == 0  # CPU: deterministic
     assert 0 < summary["max_rel_gap_lever"] < 0.01
+    seed_gap = max(abs(s - b) / b for s, b in zip(runs["baseline_seed"], runs["baseline"]))
+    assert summary["max_rel_gap_seed"] == round(seed_gap, 5) > summary["max_rel_gap_lever"]  # another init moves more

@@ -94,3 +94,47 @@ def test_a_failing_device_decoder_gives_one_line_naming_the_way_out(frames_root,
         to_device(enc.collate([enc[0]]), "cpu")
     message = str(err.value)
     assert "\n" not in message and "Failed to decode batch: 6" in message and "without --gpu_decode" in message
+
+
+def test_cuda_decode_runs_on_a_side_stream_the_host_waits_for(monkeypatch):
+    """nvJPEG writes without waiting for queued work (pytorch/vision#9606): on CUDA the decode must run
+    inside its own stream, the host must wait for that stream before the output is used, and the output
+    must be marked as used by the current stream. Fake streams record the order of events."""
+    import datasets.device_decode as device_decode
+
+    events = []
+
+    class FakeStream:
+        def __init__(self, name):
+            self.name = name
+
+        def synchronize(self):
+            events.append(("synchronize", self.name))
+
+    class StreamContext:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __enter__(self):
+            events.append(("enter", self.stream.name))
+
+        def __exit__(self, *exc):
+            events.append(("exit", self.stream.name))
+
+    class Output:
+        def record_stream(self, stream):
+            events.append(("record_stream", stream.name))
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: FakeStream("side"))
+    monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: FakeStream("current"))
+    monkeypatch.setattr(device_decode, "_SIDE_STREAMS", {})
+    monkeypatch.setattr(device_decode, "_decode_crop", lambda *args: events.append(("decode",)) or Output())
+
+    out = device_decode.decode_crop([], torch.zeros(0, 5, dtype=torch.int64), 8, "cuda:0")
+    assert isinstance(out, Output)
+    assert events == [("enter", "side"), ("decode",), ("exit", "side"), ("synchronize", "side"),
+                      ("record_stream", "current")]
+    events.clear()
+    device_decode.decode_crop([], torch.zeros(0, 5, dtype=torch.int64), 8, "cuda:0")
+    assert len(device_decode._SIDE_STREAMS) == 1  # one stream per device, reused
