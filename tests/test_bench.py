@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from bench import attention, data_throughput, loss_curve
+from bench import attention, crop_resize, data_throughput, loss_curve
 
 
 def test_attention_bench_times_every_shape_of_the_step():
@@ -57,3 +57,13 @@ def test_loss_curve_runs_baseline_repeat_other_seed_and_lever():
     assert 0 < summary["max_rel_gap_lever"] < 0.01
     seed_gap = max(abs(s - b) / b for s, b in zip(runs["baseline_seed"], runs["baseline"]))
     assert summary["max_rel_gap_seed"] == round(seed_gap, 5) > summary["max_rel_gap_lever"]  # another init moves more
+
+
+def test_crop_resize_bench_counts_shrinking_boxes_and_compares_filters():
+    parse = crop_resize.get_args_parser().parse_args
+    row = crop_resize.main(parse(["--boxes", "60", "--rounds", "1"]))
+    assert row["boxes"] == 60 and 0.2 < row["shrinking_share"] < 0.8  # 256x340 frames, scale 0.5-1, 224 px
+    assert 0 < row["bilinear_vs_area_mean_abs_diff"] < 2  # mild shrinks: the filters nearly agree
+    assert all(row[k] > 0 for k in ("bilinear_ms", "area_ms", "area_rule_ms", "crop_resize_ms"))
+    big = crop_resize.main(parse(["--boxes", "20", "--rounds", "1", "--frame_size", "480x640"]))
+    assert big["shrinking_share"] == 1.0

@@ -30,6 +30,24 @@ def test_crop_resize_shape_and_flip():
     assert out[0, 0, 0] < out[0, -1, 0]  # x grows to the right unless flipped
 
 
+def test_crop_resize_averages_only_when_shrinking_2x_or_more():
+    """Mild shrinks are bilinear (cheap, and every input pixel still reaches the output); 2x or more
+    averages areas, so a fine stripe pattern does not alias into the output."""
+    import cv2
+
+    stripes = np.zeros((256, 256, 3), np.uint8)
+    stripes[:, ::2] = 255  # 1-pixel stripes: their mean is 127.5
+    mild = crop_resize(stripes, (0, 0, 240, 240), 224)
+    np.testing.assert_array_equal(mild, cv2.resize(stripes[:240, :240], (224, 224), interpolation=cv2.INTER_LINEAR))
+    strong = crop_resize(stripes, (0, 0, 250, 250), 64)  # 3.9x
+    np.testing.assert_array_equal(strong, cv2.resize(stripes[:250, :250], (64, 64), interpolation=cv2.INTER_AREA))
+    assert np.abs(strong.astype(float) - 127.5).max() < 10  # averaged, not aliased
+    aliased = cv2.resize(stripes[:250, :250], (64, 64), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(aliased.astype(float) - 127.5).max() > 100  # what bilinear would give
+    one_side = crop_resize(stripes, (0, 0, 200, 256), 64)  # both sides shrink, one by 3x+: area
+    np.testing.assert_array_equal(one_side, cv2.resize(stripes[:200], (64, 64), interpolation=cv2.INTER_AREA))
+
+
 def test_paired_crop_shares_crop_and_flip():
     flips = set()
     for seed in range(20):
