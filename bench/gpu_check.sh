@@ -2,7 +2,8 @@
 # The prepared GPU check for a session lent a device machine (issue 7): one call, at most BUDGET (480) s;
 # sections run in the order named, and a section is skipped when the budget cannot cover it.
 #
-#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual nvjpeg data (= loader, feed) autotune models
+#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual (= step, curve) nvjpeg
+#                                             data (= loader, feed) autotune models
 #                                             propagation (default: all, in that order; a lever's section needs
 #                                             its baseline, 'compiled', in the same call)
 # Here, once:   echo /.whl/ >> .git/info/exclude
@@ -10,7 +11,8 @@
 # Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], timeout_s=BUDGET+60); give_back.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 # Left for issue 7 (session 5 measured compiled, residual and data on an H200): BUDGET=480 bash
-# bench/gpu_check.sh feed residual (the --gpu_decode fix, the seed noise floor), then autotune and models.
+# bench/gpu_check.sh feed curve (the --gpu_decode fix and the faster crops; the seed noise floor of
+# --amp_residual's loss curve), then autotune and models.
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
@@ -64,7 +66,10 @@ levers() {  # attention kernels on the step's shapes; the step compiled with the
 }
 residual() {  # the residual stream in bf16 (--amp_residual): speed, then the loss curve against float32's
   step 200 "${S16[@]}" --steps 30 --compile --amp_residual --profile "$OUT/top_compiled_amp_residual.txt"
-  py 200 bench/loss_curve.py "${S16[@]}" --steps 200 --every 25 --lever=--amp_residual "${CURVE[@]}"  # eager: no compiles
+  curve
+}
+curve() {  # eager (no compiles): the baseline twice, from another seed, and with --amp_residual
+  py 200 bench/loss_curve.py "${S16[@]}" --steps 200 --every 25 --lever=--amp_residual "${CURVE[@]}"
 }
 make_frames() {  # 8 distinct clips listed ROWS times in the manifest: long epochs, no copies
   [ -f /tmp/frames/manifest.csv ] && return
@@ -105,6 +110,7 @@ PY
 }
 data() {  # the loader alone, then the compiled step fed by it
   make_frames
+  py 30 bench/crop_resize.py
   py 90 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "$WORKERS" \
       --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
   feed
