@@ -31,6 +31,17 @@ from datasets import FrameSource, ImageSource, PairDataset, VideoSource, demo_vi
 from datasets import extract_frames, synthetic  # noqa: E402
 
 
+def names(*allowed):
+    """argparse type: a comma-separated list of some of allowed -> list."""
+    def parse(text):
+        items = text.split(',')
+        unknown = [n for n in items if n not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        return items
+    return parse
+
+
 def get_args_parser():
     parser = argparse.ArgumentParser('SiamMAE data-loading throughput', add_help=True)
     parser.add_argument('--workers', default='0,2', help='comma-separated loader worker counts')
@@ -39,8 +50,8 @@ def get_args_parser():
     parser.add_argument('--repeated_sampling', default=2, type=int)
     parser.add_argument('--input_size', default=224, type=int)
     parser.add_argument('--device', default='cpu', help="'cuda' also times the pinned copy to GPU")
-    parser.add_argument('--sets', default='demo,generated')
-    parser.add_argument('--sources', default='video,frames,crop')
+    parser.add_argument('--sets', default='demo,generated', type=names('demo', 'generated'))
+    parser.add_argument('--sources', default='video,frames,crop', type=names('video', 'frames', 'crop'))
     parser.add_argument('--gen_videos', default=8, type=int)
     parser.add_argument('--gen_frames', default=150, type=int)
     parser.add_argument('--gen_size', default='360x480', help='generated video H x W')
@@ -134,9 +145,9 @@ def main(args):
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     try:
-        for set_name in args.sets.split(','):
+        for set_name in args.sets:
             sources = prepare_demo(work) if set_name == 'demo' else prepare_generated(work, args)
-            for source_name in args.sources.split(','):
+            for source_name in args.sources:
                 source = sources[source_name]
                 dataset = PairDataset(source, pretext='crop' if source_name == 'crop' else 'video',
                                       input_size=args.input_size,

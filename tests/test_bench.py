@@ -1,6 +1,7 @@
 """The benchmark scripts keep running on the CPU (their figures are printed, not asserted)."""
 import json
 
+import pytest
 import torch
 
 from bench import attention, crop_resize, data_throughput, loss_curve
@@ -67,3 +68,9 @@ def test_crop_resize_bench_counts_shrinking_boxes_and_compares_filters():
     assert all(row[k] > 0 for k in ("bilinear_ms", "area_ms", "area_rule_ms", "crop_resize_ms"))
     big = crop_resize.main(parse(["--boxes", "20", "--rounds", "1", "--frame_size", "480x640"]))
     assert big["shrinking_share"] == 1.0
+
+
+def test_data_throughput_names_an_unknown_source_in_one_line(capsys):
+    with pytest.raises(SystemExit):
+        data_throughput.get_args_parser().parse_args(["--sources", "videos"])
+    assert "unknown videos; choose from video, frames, crop" in capsys.readouterr().err
