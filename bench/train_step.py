@@ -3,7 +3,9 @@
     python bench/train_step.py --model siammae_vit_small_patch16 --batch_size 256 --steps 30 [--compile]
 
 With --data_path (pre-extracted frames, videos, ...) the same step is also timed on batches from
-pre-training's own loader (--num_workers, --gpu_decode), and the ratio to the synthetic rate printed.
+pre-training's own loader (--num_workers, --gpu_decode), and the ratio to the synthetic rate printed;
+then the loader alone (batches taken and moved to the device as the step takes them, no model), so a
+fed step below the synthetic rate can be put on the loader or on the overlap.
 
 The model, optimizer and step are pre-training's own (main_pretrain_siam.build_training, the same
 parameter groups and fused AdamW, engine_pretrain.train_one_epoch). FLOPs are counted with
@@ -26,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_pretrain_siam  # noqa: E402
-from datasets import build_pretrain_dataset  # noqa: E402
+from datasets import build_pretrain_dataset, to_device  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
 from util.args import amp_dtype, autocast  # noqa: E402
 
@@ -59,6 +61,18 @@ def real_batches(args):
     for epoch in itertools.count():
         sampler.set_epoch(epoch)
         yield from loader
+
+
+def loader_pairs_per_s(batches, steps, args, device):
+    """The loader alone: pairs/s of `steps` batches taken and moved to the device (decoded there with
+    --gpu_decode), as train_one_epoch takes them, with no model; after one untimed batch."""
+    to_device(next(batches), device)
+    sync(device)
+    t0 = time.perf_counter()
+    for batch in itertools.islice(batches, steps):
+        to_device(batch, device)
+    sync(device)
+    return steps * args.batch_size / (time.perf_counter() - t0)
 
 
 def _count_cpu_attention():
@@ -186,7 +200,11 @@ def run(args):
                             iters_per_epoch=n)
         profile = profile_breakdown(steps, 5, device, args.profile)
     data_steps = args.data_steps or max(args.steps, 40 * args.num_workers)
-    real = pairs_per_s(real_batches(args), data_steps) if args.data_path else None
+    real = loader = None
+    if args.data_path:
+        batches = real_batches(args)
+        real = pairs_per_s(batches, data_steps)
+        loader = loader_pairs_per_s(batches, data_steps, args, device)
     achieved = synthetic * flops / 1e12
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_tflops(device, peak_dtype)
@@ -204,6 +222,8 @@ def run(args):
         "data_steps": data_steps if args.data_path else None,
         "data_pairs_per_s": round(real, 2) if real else None,
         "data_vs_synthetic": round(real / synthetic, 3) if real else None,
+        "loader_pairs_per_s": round(loader, 2) if loader else None,
+        "loader_vs_synthetic": round(loader / synthetic, 3) if loader else None,
         "profile": profile,
         "peak_mem_gib": round((torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2 ** 30, 3),

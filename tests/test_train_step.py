@@ -57,6 +57,9 @@ def test_benchmark_times_the_real_loader_too(tmp_path):
     out = train_step.run(args)
     assert out["gpu_decode"] and out["data_pairs_per_s"] > 0
     assert abs(out["data_vs_synthetic"] - out["data_pairs_per_s"] / out["pairs_per_s"]) < 0.01
+    # the loader alone (no model) outruns the step it feeds; its ratio is to the same synthetic rate
+    assert out["loader_pairs_per_s"] > out["data_pairs_per_s"]
+    assert abs(out["loader_vs_synthetic"] - out["loader_pairs_per_s"] / out["pairs_per_s"]) < 0.01
 
 
 def test_compiled_model_loss_and_gradients_equal_eager():
