@@ -110,7 +110,7 @@ PY
 }
 data() {  # the loader alone, then the compiled step fed by it
   make_frames
-  py 30 bench/crop_resize.py
+  py 30 bench/worker_frame.py
   py 90 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "$WORKERS" \
       --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
   feed

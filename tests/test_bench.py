@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from bench import attention, crop_resize, data_throughput, loss_curve
+from bench import attention, data_throughput, loss_curve, worker_frame
 
 
 def test_attention_bench_times_every_shape_of_the_step():
@@ -60,14 +60,18 @@ def test_loss_curve_runs_baseline_repeat_other_seed_and_lever():
     assert summary["max_rel_gap_seed"] == round(seed_gap, 5) > summary["max_rel_gap_lever"]  # another init moves more
 
 
-def test_crop_resize_bench_counts_shrinking_boxes_and_compares_filters():
-    parse = crop_resize.get_args_parser().parse_args
-    row = crop_resize.main(parse(["--boxes", "60", "--rounds", "1"]))
+def test_worker_frame_bench_times_each_step_and_compares_filters():
+    parse = worker_frame.get_args_parser().parse_args
+    row = worker_frame.main(parse(["--boxes", "60", "--rounds", "1"]))
     assert row["boxes"] == 60 and 0.2 < row["shrinking_share"] < 0.8  # 256x340 frames, scale 0.5-1, 224 px
     assert 0 < row["bilinear_vs_area_mean_abs_diff"] < 2  # mild shrinks: the filters nearly agree
-    assert all(row[k] > 0 for k in ("bilinear_ms", "area_ms", "area_rule_ms", "crop_resize_ms"))
-    big = crop_resize.main(parse(["--boxes", "20", "--rounds", "1", "--frame_size", "480x640"]))
-    assert big["shrinking_share"] == 1.0
+    steps = ("decode_opencv", "crop_resize", "layout")
+    assert all(row[f"{k}_ms"] > 0 for k in steps + ("decode_pillow", "decode_torchvision", "bilinear", "area",
+                                                    "area_rule", "moveaxis_layout"))
+    assert row["frame_ms"] == pytest.approx(sum(row[f"{k}_ms"] for k in steps), abs=2e-4)
+    assert sum(row[f"{k}_share"] for k in steps) == pytest.approx(1, abs=2e-3)
+    big = worker_frame.main(parse(["--boxes", "20", "--rounds", "1", "--frame_size", "480x640"]))
+    assert big["shrinking_share"] == 1.0 and big["jpeg_kb"] > row["jpeg_kb"]
 
 
 def test_data_throughput_names_an_unknown_source_in_one_line(capsys):

@@ -4,7 +4,7 @@ import torch
 
 from datasets.synthetic import coordinate_frame
 from datasets.transforms import (IMAGENET_MEAN, crop_resize, denormalize, paired_crop,
-                                 random_resized_box, to_tensor)
+                                 random_resized_box, to_tensor, to_uint8_tensor)
 
 
 def test_random_resized_box_in_bounds_and_ranges():
@@ -75,3 +75,16 @@ def test_to_tensor_normalises_rgb_and_denormalize_inverts():
     assert torch.allclose(back[:, :, 1:], torch.zeros(1), atol=1e-6)
     assert torch.allclose(to_tensor(np.zeros((4, 4, 3), np.uint8))[1],
                           torch.full((4, 4), -IMAGENET_MEAN[1] / 0.224))
+
+
+@pytest.mark.parametrize('shape', [(2, 2, 24, 20, 3), (5, 7, 3), (3, 1, 1, 3)])
+def test_to_uint8_tensor_reverses_channels_and_moves_them_first(shape):
+    views = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    expected = torch.from_numpy(views.copy()).flip(-1).movedim(-1, -3)  # an independent path: torch's ops
+    t = to_uint8_tensor(views)
+    assert t.dtype == torch.uint8 and t.is_contiguous() and torch.equal(t, expected)
+
+
+def test_to_uint8_tensor_rejects_views_without_three_channels():
+    with pytest.raises(ValueError, match=r'\(\.\.\., H, W, 3\)'):
+        to_uint8_tensor(np.zeros((2, 8, 8, 4), np.uint8))
