@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torchvision.io import decode_jpeg
 
+from datasets.frames import JPEG_QUALITY
 from datasets.synthetic import textured_frames
 from datasets.transforms import crop_resize, draw_pair_crop, to_uint8_tensor
 
@@ -38,7 +39,7 @@ from datasets.transforms import crop_resize, draw_pair_crop, to_uint8_tensor
 def get_args_parser():
     parser = argparse.ArgumentParser("A loader worker's cost per frame", add_help=False)
     parser.add_argument("--frame_size", default="256x340", help="H x W")
-    parser.add_argument("--quality", default=90, type=int, help="JPEG quality of the frame")
+    parser.add_argument("--quality", default=JPEG_QUALITY, type=int, help="JPEG quality of the frame")
     parser.add_argument("--input_size", default=224, type=int)
     parser.add_argument("--boxes", default=400, type=int)
     parser.add_argument("--rounds", default=5, type=int, help="timing rounds; the best is kept")

@@ -25,7 +25,7 @@ if __package__ in (None, ''):  # run as a script: import the package from the re
 
 import cv2  # noqa: E402
 
-from datasets.frames import MANIFEST_NAME, frame_name, write_manifest  # noqa: E402
+from datasets.frames import JPEG_QUALITY, MANIFEST_NAME, frame_name, write_manifest  # noqa: E402
 from datasets.sources import (VIDEO_EXTENSIONS, UnreadableError, read_path_list,  # noqa: E402
                               scan_folder)
 from datasets.video import VideoClip  # noqa: E402
@@ -41,7 +41,7 @@ def get_args_parser():
                         'at most this (0: keep size)')
     parser.add_argument('--fps', default=30.0, type=float, help='at most this frame rate (0: keep all)')
     parser.add_argument('--min_seconds', default=3.0, type=float, help='skip shorter videos')
-    parser.add_argument('--quality', default=90, type=int, help='JPEG quality')
+    parser.add_argument('--quality', default=JPEG_QUALITY, type=int, help='JPEG quality')
     parser.add_argument('--workers', default=max(1, (os.cpu_count() or 2) - 1), type=int)
     return parser
 

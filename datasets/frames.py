@@ -16,6 +16,7 @@ from .sources import Clip, UnreadableError
 
 MANIFEST_NAME = 'manifest.csv'
 MANIFEST_FIELDS = ('path', 'num_frames', 'fps', 'height', 'width')
+JPEG_QUALITY = 90  # extract_frames.py's default; generated frame sets are saved alike
 
 
 def frame_name(i):

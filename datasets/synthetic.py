@@ -10,7 +10,7 @@ import os
 import cv2
 import numpy as np
 
-from .frames import MANIFEST_NAME, frame_name, write_manifest
+from .frames import JPEG_QUALITY, MANIFEST_NAME, frame_name, write_manifest
 
 FOURCC = {'.mp4': 'mp4v', '.avi': 'MJPG', '.mkv': 'MJPG', '.mov': 'mp4v'}
 
@@ -114,13 +114,13 @@ def make_image_folder(root, num_images, size=(120, 160), num_classes=2):
 
 def make_frames_folder(root, num_videos, num_frames, size=(96, 128), fps=30.0):
     """Pre-extracted-frames layout root/class_<k>/video_<n>/000001.jpg ... with root/manifest.csv,
-    textured frames; returns root."""
+    textured frames saved as extract_frames.py saves frames (JPEG_QUALITY); returns root."""
     rows = []
     for n in range(num_videos):
         rel = os.path.join(f'class_{n % 2}', f'video_{n:04d}')
         os.makedirs(os.path.join(root, rel), exist_ok=True)
         for t, frame in enumerate(textured_frames(num_frames, size, seed=n)):
-            cv2.imwrite(os.path.join(root, rel, frame_name(t)), frame)
+            cv2.imwrite(os.path.join(root, rel, frame_name(t)), frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         rows.append(dict(path=rel, num_frames=num_frames, fps=fps, height=size[0], width=size[1]))
     write_manifest(os.path.join(root, MANIFEST_NAME), rows)
     return root
