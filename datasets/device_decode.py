@@ -52,13 +52,14 @@ _SIDE_STREAMS = {}
 def _on_side_stream(fn, device):
     """fn() on this device's decode stream -> its output tensor, ready for the current stream.
 
-    nvJPEG writes its outputs without waiting for the work already queued on the stream it is given
-    (pytorch/vision#9606): handed a block the caching allocator has just recycled, it overwrites data
-    that queued kernels have yet to read (seen here as an index assert in the masking gather of the
-    next step). So decoding gets a stream of its own, whose pool holds only decode buffers, and the host
-    waits for that stream before returning: the next decode's outputs can never alias memory a queued
-    crop still reads, and the training step queued on the current stream keeps the GPU busy meanwhile.
-    record_stream keeps the output's block out of the decode pool until the current stream is done with it."""
+    torchvision's CUDA decoder allocates its outputs on the current stream but has nvJPEG write them
+    without waiting for the work queued there (pytorch/vision#9606): handed a block the caching allocator
+    has just recycled, it overwrites data that queued kernels have yet to read (seen here as an index
+    assert in the masking gather of the next step). So decoding gets a stream of its own, whose pool
+    holds only decode buffers; _decode_jpegs empties that stream before each decode call, and the host
+    waits for it before returning, so no decode output can alias memory a queued kernel still reads,
+    while the training step queued on the current stream keeps the GPU busy meanwhile. record_stream
+    keeps the output's block out of the decode pool until the current stream is done with it."""
     stream = _SIDE_STREAMS.setdefault(device, torch.cuda.Stream(device))
     with torch.cuda.stream(stream):
         out = fn()
@@ -67,15 +68,26 @@ def _on_side_stream(fn, device):
     return out
 
 
+def _decode_jpegs(jpegs, device):
+    """JPEGs -> list of (3, H, W) uint8 RGB on device, DECODE_CHUNK per call. On CUDA the current stream
+    (decode_crop's side stream) is emptied first each time: nvJPEG's writes ignore its queue (see
+    _on_side_stream)."""
+    images = []
+    for i in range(0, len(jpegs), DECODE_CHUNK):
+        if device.type == 'cuda':
+            torch.cuda.current_stream(device).synchronize()
+        try:
+            images += decode_jpeg(jpegs[i:i + DECODE_CHUNK], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as e:  # e.g. nvJPEG's hardware decoder unusable on this machine
+            reason = str(e).splitlines()[0]
+            raise RuntimeError(f"--gpu_decode: decoding {len(jpegs)} JPEG frames on {device} failed ({reason}); "
+                               "train without --gpu_decode (the loader workers then decode)") from None
+    return images
+
+
 def _decode_crop(jpegs, crops, size, device):
     """decode_crop's work, on whatever stream is current."""
-    try:
-        images = [img for i in range(0, len(jpegs), DECODE_CHUNK)
-                  for img in decode_jpeg(jpegs[i:i + DECODE_CHUNK], mode=ImageReadMode.RGB, device=device)]
-    except RuntimeError as e:  # e.g. nvJPEG's hardware decoder unusable on this machine
-        reason = str(e).splitlines()[0]
-        raise RuntimeError(f"--gpu_decode: decoding {len(jpegs)} JPEG frames on {device} failed ({reason}); "
-                           "train without --gpu_decode (the loader workers then decode)") from None
+    images = _decode_jpegs(jpegs, device)
     frame_crops = crops.to(device).repeat_interleave(2, dim=0)  # (2BR, 5): one row per frame
     out = torch.empty(len(images), 3, size, size, device=device)
     by_shape = defaultdict(list)

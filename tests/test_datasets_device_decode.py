@@ -138,3 +138,26 @@ def test_cuda_decode_runs_on_a_side_stream_the_host_waits_for(monkeypatch):
     events.clear()
     device_decode.decode_crop([], torch.zeros(0, 5, dtype=torch.int64), 8, "cuda:0")
     assert len(device_decode._SIDE_STREAMS) == 1  # one stream per device, reused
+
+
+def test_cuda_decode_empties_the_stream_before_each_decode_call(monkeypatch):
+    """Within one batch too, no decode call may start with work queued on the decode stream: its
+    outputs could take a block a queued kernel still reads (pytorch/vision#9606)."""
+    import datasets.device_decode as device_decode
+
+    events = []
+
+    class FakeStream:
+        def synchronize(self):
+            events.append("synchronize")
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: FakeStream())
+    monkeypatch.setattr(device_decode, "decode_jpeg",
+                        lambda jpegs, **kw: events.append(f"decode {len(jpegs)}") or [torch.zeros(3, 2, 2)] * len(jpegs))
+    monkeypatch.setattr(device_decode, "DECODE_CHUNK", 4)
+    images = device_decode._decode_jpegs([torch.zeros(1)] * 10, torch.device("cuda", 0))
+    assert len(images) == 10
+    assert events == ["synchronize", "decode 4", "synchronize", "decode 4", "synchronize", "decode 2"]
+    events.clear()
+    device_decode._decode_jpegs([torch.zeros(1)] * 10, torch.device("cpu"))
+    assert events == ["decode 4", "decode 4", "decode 2"]  # the CPU decoder has no stream to wait for
