@@ -11,7 +11,7 @@
 # Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], timeout_s=BUDGET+60); give_back.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 # Left for issue 7 (session 5 measured compiled, residual and data on an H200): BUDGET=480 bash
-# bench/gpu_check.sh feed curve (the --gpu_decode fix and the faster crops; the seed noise floor of
+# bench/gpu_check.sh feed curve (the faster worker and the --gpu_decode fix; the seed noise floor of
 # --amp_residual's loss curve), then autotune and models.
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
@@ -115,13 +115,13 @@ data() {  # the loader alone, then the compiled step fed by it
       --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
   feed
 }
-feed() {  # the compiled step fed by pre-training's loader: --gpu_decode, then CPU decode (the first
-          # run pays the compile: 140 s on a fresh machine, 55 s once Inductor's cache is warm)
+feed() {  # the compiled step fed by pre-training's loader: CPU decode (the target), then --gpu_decode (the
+          # first run pays the compile: 140 s on a fresh machine, 55 s once Inductor's cache is warm)
   [ "$(limit 120)" -ge 120 ] || { echo "skipped (time budget): feed" | tee -a "$ERR"; return; }
   make_frames
   local d=(--repeated_sampling 2 --data_path /tmp/frames --num_workers 14 --data_steps 300 --compile "${KEEP[@]}")
-  step 200 "${S16[@]}" "${d[@]}" --gpu_decode
-  step 150 "${S16[@]}" "${d[@]}"
+  step 200 "${S16[@]}" "${d[@]}"
+  step 150 "${S16[@]}" "${d[@]}" --gpu_decode
 }
 models() {
   step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15 --sdpa "$FASTEST" "${KEEP[@]}"
