@@ -28,7 +28,8 @@ from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_che
                              model_state_dict, restore_training_state, save_atomic, training_state)
 from util.blocks import SDPA_BACKENDS, set_attention_backend
 from util.lr_decay import param_groups_lrd
-from util.misc import SkipSampler, distribute, get_rank, get_world_size, init_run, is_main_process, logger
+from util.misc import (SkipSampler, compile_model, distribute, get_rank, get_world_size, init_run, is_main_process,
+                       logger)
 from util.optim import run_script
 
 
@@ -193,7 +194,7 @@ def main(args):
                 f"lr {args.lr:.3e} (blr {args.blr:.3e})")
     model, model_without_ddp = distribute(model, args)
     if args.compile:
-        model = torch.compile(model, mode=args.compile_mode)
+        model = compile_model(model, args.compile_mode)
     log_writer = SummaryWriter(args.log_dir or args.output_dir) if is_main_process() else None
 
     def save(epoch, iteration, names=(LAST,), epoch_totals=None):

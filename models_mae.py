@@ -141,10 +141,9 @@ class MaskedAutoencoderViT(VisionTransformer):
         return loss, pred, mask
 
 
-@torch.compiler.disable
 def masking_noise(n, length, device):
-    """Uniform noise (n, length) from the global generator. Kept out of torch.compile graphs, whose
-    own random-number generation would draw other masks than eager mode for the same seed."""
+    """Uniform noise (n, length) from the global generator. A model compiled by util.misc.compile_model
+    draws the same noise as in eager mode (a plain torch.compile would draw its own)."""
     return torch.rand(n, length, device=device)
 
 

@@ -29,6 +29,7 @@ import torch
 import main_pretrain_siam
 from datasets.synthetic import textured_frames
 from engine_pretrain import train_one_epoch
+from util.misc import compile_model
 
 
 def get_args_parser():
@@ -75,7 +76,7 @@ def loss_curve(args, bank, device):
     main_pretrain_siam.check_args(args)
     torch.manual_seed(args.seed)
     model, optimizer, scaler, _ = main_pretrain_siam.build_training(args, device)
-    step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
+    step_model = compile_model(model, args.compile_mode) if args.compile else model
     batches = pair_batches(bank, args, device)
     losses = []
     for chunk in range(args.epochs):

@@ -31,6 +31,7 @@ import main_pretrain_siam  # noqa: E402
 from datasets import build_pretrain_dataset, to_device  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
 from util.args import amp_dtype, autocast  # noqa: E402
+from util.misc import compile_model  # noqa: E402
 
 
 def get_args_parser():
@@ -175,7 +176,7 @@ def run(args):
     torch.manual_seed(args.seed)
     model, optimizer, scaler, _ = main_pretrain_siam.build_training(args, device)
     flops = count_flops_per_pair(model, args, device)
-    step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
+    step_model = compile_model(model, args.compile_mode) if args.compile else model
 
     def pairs_per_s(batches, steps=args.steps):
         """Warm up on the first warmup_steps batches, then time `steps` steps."""

@@ -7,6 +7,7 @@ import models_siammae
 import util.blocks
 from bench import train_step
 from datasets.synthetic import make_frames_folder
+from util.misc import compile_model
 
 
 def naive_sdpa(q, k, v, dropout_p=0.0):
@@ -69,10 +70,25 @@ def test_compiled_model_loss_and_gradients_equal_eager():
                                                     decoder_embed_dim=32, decoder_num_heads=4)
     frames = torch.randn(2, 2, 3, 32, 32)
     eager_loss, eager_grads = loss_and_grads(model, frames)
-    compiled_loss, compiled_grads = loss_and_grads(torch.compile(model), frames)
+    compiled = compile_model(model)
+    compiled_loss, compiled_grads = loss_and_grads(compiled, frames)
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
     for name in eager_grads:
         torch.testing.assert_close(compiled_grads[name], eager_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    masks = {}
+    for name, m, seed in (("eager", model, 5), ("compiled", compiled, 5), ("compiled_other_seed", compiled, 6)):
+        torch.manual_seed(seed)
+        masks[name] = m(frames, mask_ratio=0.75)[2]
+    assert torch.equal(masks["compiled"], masks["eager"])
+    assert not torch.equal(masks["compiled_other_seed"], masks["eager"])  # the masks do depend on the seed
+
+
+def test_training_forward_compiles_to_one_graph():
+    """No graph break in the training forward (the masking noise included): one graph for Inductor to fuse."""
+    model = models_siammae.siammae_vit_tiny_patch16(img_size=32, patch_size=8, depth=1, decoder_depth=1,
+                                                    decoder_embed_dim=32, decoder_num_heads=4)
+    explained = torch._dynamo.explain(model)(torch.randn(2, 2, 3, 32, 32), mask_ratio=0.75)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
 def test_flop_count_includes_the_fused_cpu_attention(monkeypatch):

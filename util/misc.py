@@ -215,6 +215,16 @@ def distribute(model, args):
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids), model
 
 
+def compile_model(model, mode="default"):
+    """torch.compile(model, mode=mode), drawing eager mode's random numbers: Inductor's fallback_random
+    makes the compiled graph call the same generator ops in the same order as eager code, so a seed gives
+    the same masks with and without --compile, and the masking noise needs no graph break (the whole
+    training forward is one graph). Sets that Inductor option for the process."""
+    import torch._inductor.config as inductor_config
+    inductor_config.fallback_random = True
+    return torch.compile(model, mode=mode)
+
+
 def log_scalars(writer, epoch, fraction, prefix="train", **values):
     """TensorBoard scalars at x = (epoch + fraction of it done) x 1000; None values are skipped."""
     if writer is None:
