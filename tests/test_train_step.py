@@ -78,7 +78,7 @@ def test_compiled_model_loss_and_gradients_equal_eager():
     masks = {}
     for name, m, seed in (("eager", model, 5), ("compiled", compiled, 5), ("compiled_other_seed", compiled, 6)):
         torch.manual_seed(seed)
-        masks[name] = m(frames, mask_ratio=0.75)[2]
+        masks[name] = m(frames, mask_ratio=0.9)[2]  # loss_and_grads' ratio: no recompile
     assert torch.equal(masks["compiled"], masks["eager"])
     assert not torch.equal(masks["compiled_other_seed"], masks["eager"])  # the masks do depend on the seed
 
