@@ -78,8 +78,8 @@ def to_uint8_tensor(views):
     """uint8 BGR views (..., H, W, 3) -> uint8 RGB tensor (..., 3, H, W): what loader workers send
     (a quarter of the bytes of float32; normalisation happens on the training device).
 
-    Each frame's channels are split by OpenCV straight into their reversed planes: 3.7x faster than a
-    strided numpy copy of the reversed, moved axes (0.07 vs 0.25 ms per 4 frames of 224 px)."""
+    Each frame's channels are split by OpenCV straight into their reversed planes: 2.5x faster than a
+    strided numpy copy of the reversed, moved axes (bench/worker_frame.py: 0.025 vs 0.064 ms per frame)."""
     arr = np.ascontiguousarray(views, dtype=np.uint8)
     if arr.ndim < 3 or arr.shape[-1] != 3:
         raise ValueError(f'to_uint8_tensor: expected views of shape (..., H, W, 3), got {arr.shape}')
