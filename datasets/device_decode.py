@@ -43,28 +43,34 @@ def decode_crop(jpegs, crops, size, device):
     device = torch.device(device)
     if device.type != 'cuda':
         return _decode_crop(jpegs, crops, size, device)
-    return _on_side_stream(lambda: _decode_crop(jpegs, crops, size, device), device)
+    return _on_side_stream(lambda: _decode_crop(jpegs, crops, size, device), device, wait_host=True)
 
 
 _SIDE_STREAMS = {}
 
 
-def _on_side_stream(fn, device):
-    """fn() on this device's decode stream -> its output tensor, ready for the current stream.
+def _on_side_stream(fn, device, wait_host):
+    """fn() on this device's input stream -> its output tensor, ready for the current stream, while the
+    training step queued on the current stream keeps the GPU busy. wait_host=False: the current stream
+    waits for the side stream (stream order, enough for copies and kernels); True: the host waits, for
+    nvJPEG. record_stream keeps the output's block out of the side stream's pool until the current stream
+    is done with it.
 
     torchvision's CUDA decoder allocates its outputs on the current stream but has nvJPEG write them
     without waiting for the work queued there (pytorch/vision#9606): handed a block the caching allocator
     has just recycled, it overwrites data that queued kernels have yet to read (seen here as an index
-    assert in the masking gather of the next step). So decoding gets a stream of its own, whose pool
-    holds only decode buffers; _decode_jpegs empties that stream before each decode call, and the host
-    waits for it before returning, so no decode output can alias memory a queued kernel still reads,
-    while the training step queued on the current stream keeps the GPU busy meanwhile. record_stream
-    keeps the output's block out of the decode pool until the current stream is done with it."""
+    assert in the masking gather of the next step). So decoding runs on the side stream, whose pool holds
+    only its own buffers; _decode_jpegs empties that stream before each decode call, and the host waits
+    for it before returning, so no decode output can alias memory a queued kernel still reads."""
     stream = _SIDE_STREAMS.setdefault(device, torch.cuda.Stream(device))
     with torch.cuda.stream(stream):
         out = fn()
-    stream.synchronize()
-    out.record_stream(torch.cuda.current_stream(device))
+    current = torch.cuda.current_stream(device)
+    if wait_host:
+        stream.synchronize()
+    else:
+        current.wait_stream(stream)
+    out.record_stream(current)
     return out
 
 
@@ -107,8 +113,17 @@ def _decode_crop(jpegs, crops, size, device):
 def to_device(batch, device):
     """A loader batch -> (frames (B*R, 2, 3, S, S) float32 ImageNet-normalised on device, n_skipped (B,)).
 
-    batch: (frames (B, R, 2, 3, S, S) uint8, n_skipped) from the CPU path, or (EncodedPairs, n_skipped)."""
+    batch: (frames (B, R, 2, 3, S, S) uint8, n_skipped) from the CPU path, or (EncodedPairs, n_skipped).
+    From host memory to a GPU the copy (and normalisation) runs on the side stream: on the training stream
+    it would hold the next step's kernels until the copy engine is done (77 MB per 256 pairs of 224 px)."""
     frames, n_skipped = batch
+    device = torch.device(device)
     if isinstance(frames, EncodedPairs):
         return normalize(decode_crop(frames.jpegs, frames.crops, frames.size, device)), n_skipped
-    return normalize(frames.flatten(0, 1).to(device, non_blocking=True)), n_skipped
+
+    def upload():
+        return normalize(frames.flatten(0, 1).to(device, non_blocking=True))
+
+    if device.type == 'cuda' and frames.device.type == 'cpu':
+        return _on_side_stream(upload, device, wait_host=False), n_skipped
+    return upload(), n_skipped

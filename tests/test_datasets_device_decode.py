@@ -96,48 +96,81 @@ def test_a_failing_device_decoder_gives_one_line_naming_the_way_out(frames_root,
     assert "\n" not in message and "Failed to decode batch: 6" in message and "without --gpu_decode" in message
 
 
+class _FakeStreams:
+    """Stand-ins for torch.cuda's streams that record the order of events."""
+
+    def __init__(self, monkeypatch, device_decode):
+        events = self.events = []
+
+        class FakeStream:
+            def __init__(self, name):
+                self.name = name
+
+            def synchronize(self):
+                events.append(("synchronize", self.name))
+
+            def wait_stream(self, other):
+                events.append(("wait_stream", self.name, other.name))
+
+        class StreamContext:
+            def __init__(self, stream):
+                self.stream = stream
+
+            def __enter__(self):
+                events.append(("enter", self.stream.name))
+
+            def __exit__(self, *exc):
+                events.append(("exit", self.stream.name))
+
+        monkeypatch.setattr(torch.cuda, "Stream", lambda device: FakeStream("side"))
+        monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device: FakeStream("current"))
+        monkeypatch.setattr(device_decode, "_SIDE_STREAMS", {})
+
+
+class _Output:
+    def __init__(self, events):
+        self.events = events
+
+    def record_stream(self, stream):
+        self.events.append(("record_stream", stream.name))
+
+
 def test_cuda_decode_runs_on_a_side_stream_the_host_waits_for(monkeypatch):
     """nvJPEG writes without waiting for queued work (pytorch/vision#9606): on CUDA the decode must run
     inside its own stream, the host must wait for that stream before the output is used, and the output
-    must be marked as used by the current stream. Fake streams record the order of events."""
+    must be marked as used by the current stream."""
     import datasets.device_decode as device_decode
 
-    events = []
-
-    class FakeStream:
-        def __init__(self, name):
-            self.name = name
-
-        def synchronize(self):
-            events.append(("synchronize", self.name))
-
-    class StreamContext:
-        def __init__(self, stream):
-            self.stream = stream
-
-        def __enter__(self):
-            events.append(("enter", self.stream.name))
-
-        def __exit__(self, *exc):
-            events.append(("exit", self.stream.name))
-
-    class Output:
-        def record_stream(self, stream):
-            events.append(("record_stream", stream.name))
-
-    monkeypatch.setattr(torch.cuda, "Stream", lambda device: FakeStream("side"))
-    monkeypatch.setattr(torch.cuda, "stream", StreamContext)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: FakeStream("current"))
-    monkeypatch.setattr(device_decode, "_SIDE_STREAMS", {})
-    monkeypatch.setattr(device_decode, "_decode_crop", lambda *args: events.append(("decode",)) or Output())
-
+    events = _FakeStreams(monkeypatch, device_decode).events
+    monkeypatch.setattr(device_decode, "_decode_crop", lambda *args: events.append(("decode",)) or _Output(events))
     out = device_decode.decode_crop([], torch.zeros(0, 5, dtype=torch.int64), 8, "cuda:0")
-    assert isinstance(out, Output)
+    assert isinstance(out, _Output)
     assert events == [("enter", "side"), ("decode",), ("exit", "side"), ("synchronize", "side"),
                       ("record_stream", "current")]
     events.clear()
     device_decode.decode_crop([], torch.zeros(0, 5, dtype=torch.int64), 8, "cuda:0")
     assert len(device_decode._SIDE_STREAMS) == 1  # one stream per device, reused
+
+
+def test_upload_from_host_runs_on_the_side_stream_the_training_stream_waits_for(monkeypatch):
+    """A host batch is copied to the GPU on the side stream, overlapping the step queued on the training
+    stream, which waits for the copy in stream order (no host wait); device batches stay where they are."""
+    import datasets.device_decode as device_decode
+
+    events = _FakeStreams(monkeypatch, device_decode).events
+    out = device_decode._on_side_stream(lambda: events.append(("upload",)) or _Output(events), "cuda:0",
+                                        wait_host=False)
+    assert isinstance(out, _Output)
+    assert events == [("enter", "side"), ("upload",), ("exit", "side"), ("wait_stream", "current", "side"),
+                      ("record_stream", "current")]
+    calls = []
+    monkeypatch.setattr(device_decode, "_on_side_stream", lambda fn, device, wait_host: calls.append(wait_host))
+    frames = torch.zeros(2, 1, 2, 3, 4, 4, dtype=torch.uint8)
+    to_device((frames, torch.zeros(2)), "cuda:0")
+    assert calls == [False]
+    out, _ = to_device((frames, torch.zeros(2)), "cpu")  # no GPU: no side stream, normalised in place
+    assert calls == [False] and out.shape == (2, 2, 3, 4, 4) and out.dtype == torch.float32
 
 
 def test_cuda_decode_empties_the_stream_before_each_decode_call(monkeypatch):
