@@ -11,9 +11,9 @@
 # Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], timeout_s=BUDGET+60); give_back.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 # Left for issue 7 (session 5 measured compiled, residual and data on an H200): BUDGET=480 bash
-# bench/gpu_check.sh compiled feed (the one-graph compile against session 5's 3,233 pairs/s; the faster
-# worker and the --gpu_decode fix), then on the warm machine BUDGET=230 ... curve (the seed noise floor
-# of --amp_residual's loss curve), then autotune and models.
+# bench/gpu_check.sh compiled feed (the one-graph compile against session 5's 3,233 pairs/s; the
+# overlapped upload, the faster worker and the --gpu_decode fix), then on the warm machine BUDGET=230
+# ... curve (the seed noise floor of --amp_residual's loss curve), then autotune and models.
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
