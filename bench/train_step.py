@@ -170,6 +170,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def dynamo_graphs():
+    """How many graphs torch.compile has built in this process so far (one per graph break or recompile)."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
 def run(args):
     device = torch.device(args.device)
     main_pretrain_siam.check_args(args)
@@ -194,6 +199,7 @@ def run(args):
         return steps * args.batch_size / (time.perf_counter() - t0)
 
     synthetic = pairs_per_s(synthetic_batches(args, args.warmup_steps + args.steps, device))
+    graphs = dynamo_graphs() if args.compile else None
     profile = None
     if args.profile:
         def steps(n):
@@ -214,7 +220,7 @@ def run(args):
         "torch": torch.__version__, "model": args.model, "batch_size": args.batch_size,
         "input_size": args.input_size, "mask_ratio": args.mask_ratio, "decoder": args.decoder,
         "amp": str(amp_dtype(args)), "amp_residual": args.amp_residual, "sdpa": args.sdpa,
-        "compile": args.compile and args.compile_mode, "steps": args.steps,
+        "compile": args.compile and args.compile_mode, "compiled_graphs": graphs, "steps": args.steps,
         "pairs_per_s": round(synthetic, 2), "gflop_per_pair": round(flops / 1e9, 3),
         "achieved_tflops": round(achieved, 3),
         f"matmul_{str(peak_dtype).split('.')[-1]}_tflops": round(peak, 2),

@@ -70,6 +70,8 @@ def test_compiled_model_loss_and_gradients_equal_eager():
                                                     decoder_embed_dim=32, decoder_num_heads=4)
     frames = torch.randn(2, 2, 3, 32, 32)
     eager_loss, eager_grads = loss_and_grads(model, frames)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     compiled = compile_model(model)
     compiled_loss, compiled_grads = loss_and_grads(compiled, frames)
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
@@ -81,6 +83,7 @@ def test_compiled_model_loss_and_gradients_equal_eager():
         masks[name] = m(frames, mask_ratio=0.9)[2]  # loss_and_grads' ratio: no recompile
     assert torch.equal(masks["compiled"], masks["eager"])
     assert not torch.equal(masks["compiled_other_seed"], masks["eager"])  # the masks do depend on the seed
+    assert train_step.dynamo_graphs() == 1  # what bench/train_step.py reports as compiled_graphs
 
 
 def test_training_forward_compiles_to_one_graph():
