@@ -143,7 +143,7 @@ def profile_breakdown(step, n, device, path):
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     sync(device)
     t0 = time.perf_counter()
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         step(n)
         sync(device)
     wall = time.perf_counter() - t0
@@ -152,6 +152,7 @@ def profile_breakdown(step, n, device, path):
         times = {e.key: e.self_device_time_total for e in rows if e.device_type == DeviceType.CUDA}
     else:  # leaf operators' own CPU time
         times = {e.key: e.self_cpu_time_total for e in rows if e.key.startswith("aten::")}
+    ops = costliest_ops(prof, cuda)
     by_kind = {}
     for name, us in times.items():
         by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + us / 1e3 / n
@@ -160,9 +161,22 @@ def profile_breakdown(step, n, device, path):
     with open(path, "w") as f:
         f.write(f"{'ms/step':>9}  {'kind':<18} kernel\n")
         f.writelines(f"{us / 1e3 / n:9.3f}  {kernel_kind(k):<18} {k[:160]}\n" for k, us in top)
+        f.write(f"\n{'ms/step':>9}  {'calls/step':>10}  operator (input shapes) that launched the kernels; Inductor's "
+                "own kernels are not operators\n")
+        f.writelines(f"{us / 1e3 / n:9.3f}  {calls / n:10.1f}  {f'{key} {shapes}'[:200]}\n" for key, shapes, us, calls in ops)
     return {"ms_per_step_by_kind": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "wall_ms_per_step": round(wall * 1e3 / n, 3), "device_busy": round(busy, 3),
             "top_kernels": path}
+
+
+def costliest_ops(prof, cuda, top=20):
+    """The operators (aten::..., by input shapes) whose kernels took the most device time (CPU time on the
+    CPU): names the eager operator behind a costly kernel, e.g. a reduction outside the compiled graph.
+    -> [(name, input shapes, microseconds, calls)]."""
+    rows = [e for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("aten::")]
+    rows = [(e.key, e.input_shapes, e.self_device_time_total if cuda else e.self_cpu_time_total, e.count)
+            for e in rows]
+    return sorted(rows, key=lambda row: -row[2])[:top]
 
 
 def sync(device):

@@ -119,3 +119,24 @@ def test_profile_kernel_kinds():
         "void at::native::vectorized_layer_norm_kernel<float, float>")}
     assert list(kinds.values()) == ["inductor_layernorm", "inductor_gelu", "inductor_other", "matmul", "matmul",
                                     "attention", "optimizer", "layernorm"]
+
+
+def test_profile_names_the_costliest_kernels_and_operators(tmp_path):
+    """--profile's file lists the costliest kernels (here: CPU operators) and the operators behind them,
+    with their input shapes and calls per step."""
+    a, b = torch.randn(256, 256), torch.randn(300, 400)
+
+    def step(n):
+        for _ in range(n):
+            a @ a
+            b.sum(dim=0)
+
+    path = tmp_path / "top.txt"
+    out = train_step.profile_breakdown(step, 3, torch.device("cpu"), str(path))
+    assert out["ms_per_step_by_kind"]["matmul"] > 0 and 0 < out["device_busy"] <= 1.01
+    text = path.read_text()
+    assert "aten::mm" in text
+    ops = {(line.split()[2], line.split(None, 3)[3]): float(line.split()[1]) for line in
+           text.split("operator (input shapes)")[1].splitlines()[1:]}
+    assert ops[("aten::sum", "[[300, 400], [], [], []]")] == 1.0  # one call per step, with its shapes
+    assert ops[("aten::mm", "[[256, 256], [256, 256]]")] == 1.0
