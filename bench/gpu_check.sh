@@ -12,8 +12,9 @@
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 # Left for issue 7 (session 5 measured compiled, residual and data on an H200): BUDGET=480 bash
 # bench/gpu_check.sh compiled feed (the one-graph compile against session 5's 3,233 pairs/s; the
-# overlapped upload, the faster worker and the --gpu_decode fix), then on the warm machine BUDGET=230
-# ... curve (the seed noise floor of --amp_residual's loss curve), then autotune and models.
+# overlapped upload, the faster worker and the --gpu_decode fix), then on the warm machine BUDGET=300
+# ... autotune (GEMM templates with fused epilogues: the largest untried lever), then curve (the seed
+# noise floor of --amp_residual's loss curve) and models.
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
@@ -128,8 +129,11 @@ models() {
   step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15 --sdpa "$FASTEST" "${KEEP[@]}"
   step 60 --model siammae_vit_small_patch8 --batch_size 128 --amp bf16 --steps 15 --sdpa "$FASTEST" "${KEEP[@]}"
 }
-autotune() {
-  step 400 "${S16[@]}" --steps 30 --compile --compile_mode max-autotune-no-cudagraphs --sdpa "$FASTEST" "${KEEP[@]}"
+autotune() {  # Inductor's GEMM templates, which can fuse bias, GELU and casts into the matrix product, chosen by
+              # timing against cuBLAS (max_autotune_gemm alone: max-autotune's per-kernel coordinate descent
+              # would add minutes of compiling for the element-wise kernels)
+  TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 step 400 "${S16[@]}" --steps 30 --compile --sdpa "$FASTEST" "${KEEP[@]}" \
+      --profile "$OUT/top_autotune.txt"
 }
 propagation() { py 100 bench/propagation.py "${PROP[@]}"; }
 

@@ -37,12 +37,14 @@ def test_fused_attention_loss_and_gradients_equal_plain_attention(monkeypatch):
         torch.testing.assert_close(fused_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_benchmark_runs_on_cpu_and_reports_figures():
+def test_benchmark_runs_on_cpu_and_reports_figures(monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE_GEMM", "1")  # Inductor settings from the environment are shown
     args = train_step.get_args_parser().parse_args(
         ["--model", "siammae_vit_tiny_patch16", "--batch_size", "4", "--steps", "2", "--warmup_steps", "1",
          "--input_size", "64", "--decoder_depth", "1", "--device", "cpu"])
     out = train_step.run(args)
     assert out["device"] == "cpu" and out["pairs_per_s"] > 0 and out["mfu"] is None
+    assert out["inductor_env"]["TORCHINDUCTOR_MAX_AUTOTUNE_GEMM"] == "1" and out["compiled_graphs"] is None
     # FLOPs: at least the encoder's matmuls on the whole f1 (12 blocks, 17 tokens, width 192),
     # forward + backward = 3x forward, 2 FLOPs per multiply-add
     encoder_f1 = 12 * 17 * (4 * 192 * 192 + 2 * 4 * 192 * 192) * 2 * 3
