@@ -7,8 +7,8 @@ within ceil(0.008 * image diagonal) pixels (dilation by a disk). Per object: mea
 over all frames but the first and the last. Objects are counted from the first annotation.
 Global scores average over all objects of all sequences; J&F-Mean = (J-Mean + F-Mean) / 2.
 
-One deliberate difference: an object missing from every scored result frame scores as an empty
-mask here, where the official script stops ("index higher than the number of objects").
+An object missing from every scored result frame scores as an empty mask, as the official script's
+zero padding does; a result with more objects than the annotation is an error in both.
 """
 import math
 import os

@@ -88,6 +88,16 @@ def read_joints(path):
     return pos.transpose(2, 1, 0).astype(np.float64) - 1
 
 
+def read_video(frames_dir, mat):
+    """A test video's frame paths and (T, J, 2) joints, both at least 2 frames long (frame 0 is the truth
+    propagated to the others)."""
+    frames, joints = list_files(frames_dir, (".png", ".jpg"), "frames"), read_joints(mat)
+    for path, n, what in ((frames_dir, len(frames), "frames"), (mat, len(joints), "annotated frames in pos_img")):
+        if n < 2:
+            raise InputError(f"{path}: {n} {what}; propagation needs at least 2")
+    return frames, joints
+
+
 def propagate_video(extractor, frames, joints, args):
     """(T, J, 2) predicted pixel joints of frames 0.. (frame 0: the truth; vanished joints: -1)."""
     size, grid, features = cli.video_features(extractor, frames, args)
@@ -104,7 +114,7 @@ def main(args):
     videos = test_videos(args)
     if not videos:
         raise InputError(f"{args.filelist or args.jhmdb_path}: no test video listed")
-    checked = [(name, list_files(d, (".png", ".jpg"), "frames"), read_joints(m)) for name, d, m in videos]
+    checked = [(name, *read_video(frames_dir, mat)) for name, frames_dir, mat in videos]
     cli.print_args(args)
     extractor = cli.extractor_from_args(args)
     all_errors, rows = [], []

@@ -5,8 +5,9 @@ Conventions follow the public harness of CRW (ajabri/videowalk, ``data/jhmdb.py`
 ``utils/test_utils.process_pose``, ``eval/eval_pck.py``): one heatmap channel per joint plus a
 background channel that is 1 where no joint has mass; a joint is decoded as the weighted mean of
 its 3 strongest grid cells; PCK@a counts a prediction correct when its distance to the truth is at
-most a * 0.6 * the diagonal of the box around the frame's true joints, is computed per joint over
-all frames but the first, and averaged over joints; a joint whose channel has vanished is skipped.
+most a * 0.6 * the diagonal of the box around the frame's true joints that have a prediction, is
+computed per joint over all frames but the first, and averaged over joints; a joint whose channel has
+vanished is skipped (in the box too).
 Coordinates are 0-based pixels (x, y); grid cell (i, j) is centred on pixel ((j + .5) s - .5, (i + .5) s - .5).
 """
 import numpy as np
@@ -53,12 +54,15 @@ def decode(soft, topk=3):
 
 
 def normalised_errors(pred, gt):
-    """Distances of predicted to true joints over the reference box size (0.6 * diagonal of the
-    true joints' box), per frame. pred, gt: (T, J, 2) pixels, pred -1 where vanished.
-    Returns (T, J) float, NaN for vanished joints."""
-    box = 0.6 * np.linalg.norm(gt.max(axis=1) - gt.min(axis=1), axis=-1)  # (T,)
-    errors = np.linalg.norm(pred - gt, axis=-1) / box[:, None]
-    return np.where((pred < 0).any(-1), np.nan, errors)
+    """Distances of predicted to true joints over the reference box size (0.6 * diagonal of the box
+    around the true joints that have a prediction), per frame. pred, gt: (T, J, 2) pixels, pred -1
+    where vanished. Returns (T, J) float, NaN for vanished joints."""
+    vanished = (pred < 0).any(-1, keepdims=True)  # (T, J, 1)
+    top, bottom = np.where(vanished, -np.inf, gt).max(axis=1), np.where(vanished, np.inf, gt).min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # frames with every joint vanished: NaN below
+        box = 0.6 * np.linalg.norm(top - bottom, axis=-1)  # (T,)
+        errors = np.linalg.norm(pred - gt, axis=-1) / box[:, None]
+    return np.where(vanished[..., 0], np.nan, errors)
 
 
 def pck(errors, alpha):

@@ -175,6 +175,11 @@ def test_jhmdb_command(davis, checkpoint, tmp_path):
     assert (tmp_path / "out2" / "jhmdb_pck.csv").read_text() == (out / "jhmdb_pck.csv").read_text()
     with pytest.raises(InputError, match="--jhmdb_path .* or --filelist"):
         jhmdb_propagate.main(parse(jhmdb_propagate, "--checkpoint", checkpoint, "--output_dir", tmp_path / "o3"))
+    mat = tmp_path / "jhmdb" / "joint_positions" / "walk" / "clipA" / "joint_positions.mat"
+    scipy.io.savemat(mat, {"pos_img": np.zeros((2, 15, 1))})  # one annotated frame: nothing to propagate to
+    with pytest.raises(InputError, match=f"{mat}: 1 annotated frames in pos_img; propagation needs at least 2"):
+        jhmdb_propagate.main(parse(jhmdb_propagate, "--filelist", listed, "--checkpoint", checkpoint,
+                                   "--output_dir", tmp_path / "o4"))
 
 
 def test_vip_command(davis, checkpoint, tmp_path):

@@ -37,6 +37,19 @@ def test_pck_uses_the_box_of_the_true_joints():
     assert keypoints.pck(keypoints.normalised_errors(pred, gt), 0.1) == pytest.approx(0.5)
 
 
+def test_pck_box_leaves_out_vanished_joints():
+    """As CRW's eval_pck: the reference box spans only the joints that have a prediction, so a vanished
+    joint far from the others cannot enlarge it (and make PCK lenient)."""
+    gt = np.array([[[0.0, 0.0], [30.0, 40.0], [300.0, 400.0]],  # the far joint vanished: box diagonal 50
+                   [[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]]])  # every joint vanished: all NaN, no warning
+    pred = gt + 2.0
+    pred[0, 2] = pred[1] = -1
+    with np.errstate(all="raise"):
+        errors = keypoints.normalised_errors(pred, gt)
+    np.testing.assert_allclose(errors[0, :2], np.hypot(2, 2) / 30)
+    assert np.isnan(errors[0, 2]) and np.isnan(errors[1]).all()
+
+
 def test_mean_iou_from_one_confusion_matrix():
     gt = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
     pred = np.array([[0, 1, 1, 1], [2, 0, 3, 3]])
