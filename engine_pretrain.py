@@ -4,6 +4,7 @@ No host synchronisation per step: losses are summed on the device and read every
 iterations; a non-finite loss is detected on the device and reported (epoch and iteration) at the
 next read, before anything is saved.
 """
+import math
 import time
 
 import torch
@@ -11,15 +12,19 @@ import torch
 import util.lr_sched as lr_sched
 from datasets import to_device
 from util.args import autocast
-from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, get_rank, get_world_size,
-                       log_scalars)
+from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_min, all_reduce_sum, get_rank,
+                       get_world_size, log_scalars)
 from util.optim import NonFiniteLoss, backward, micro_batch, optimizer_step
 
 
 def _check_finite(bad_iter, epoch):
+    """Raise NonFiniteLoss in every process when any has seen a non-finite loss (bad_iter: the first
+    such iteration, or -1). Collective: every process calls it at the same iteration, so none is left
+    waiting for the ones that stopped."""
     bad = int(bad_iter.item())
-    if bad >= 0:
-        raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, iteration {bad}: stopping; "
+    first = all_reduce_min(bad if bad >= 0 else math.inf)
+    if first < math.inf:
+        raise NonFiniteLoss(f"non-finite loss at epoch {epoch}, iteration {int(first)}: stopping; "
                             "checkpoint-last.pth keeps the last good state")
 
 

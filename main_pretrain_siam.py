@@ -157,6 +157,21 @@ def build_loader(dataset, args, videos_per_batch):
     return loader, sampler
 
 
+BATCH_LAYOUT = ("batch_size", "repeated_sampling", "accum_iter")  # with the process count: where an iteration is
+
+
+def batch_layout_changes(ckpt, args):
+    """What places an iteration among the epoch's videos and differs between the checkpoint's run and this
+    one, e.g. ['--batch_size 4 (now 2)', '2 processes (now 1)']; [] when nothing does."""
+    saved = vars(ckpt.get("args") or argparse.Namespace())
+    changes = [f"--{k} {saved[k]} (now {getattr(args, k)})" for k in BATCH_LAYOUT
+               if k in saved and saved[k] != getattr(args, k)]
+    processes = len(ckpt.get("rng") or [None])
+    if processes != get_world_size():
+        changes.append(f"{processes} processes (now {get_world_size()})")
+    return changes
+
+
 def resume(args, model, optimizer, scaler):
     """Restore or initialise from find_resume(output_dir, --resume). Returns (start_epoch, start_iter,
     the statistics of that epoch's iterations before start_iter or None)."""
@@ -166,6 +181,11 @@ def resume(args, model, optimizer, scaler):
     ckpt = load_checkpoint(path)
     if is_training_checkpoint(ckpt):
         epoch, it = restore_training_state(ckpt, model, optimizer, scaler, path)
+        changed = batch_layout_changes(ckpt, args) if it else []
+        if changed:
+            logger.warning(f"{path}: saved at iteration {it} of epoch {epoch}, with {', '.join(changed)}: its "
+                           f"position in the epoch means other videos in this run, so epoch {epoch} restarts")
+            return epoch, 0, None
         logger.info(f"resumed from {path}: epoch {epoch}, iteration {it}")
         return epoch, it, ckpt.get("epoch_totals")
     report = load_matching(model, model_state_dict(ckpt, path), path)
@@ -216,7 +236,7 @@ def main(args):
         if iteration >= iters_per_epoch:
             return False
         stop = stop_asked()
-        if stop or (args.save_every_iters and iteration % args.save_every_iters == 0):
+        if stop or (args.save_every_iters and (iteration // args.accum_iter) % args.save_every_iters == 0):
             ensure_finite()
             save(epoch, iteration, epoch_totals=totals())
         return stop

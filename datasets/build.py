@@ -17,7 +17,7 @@ from .images import ImageSource
 from .pairs import PairDataset
 from .video import VideoSource
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("siammae." + __name__)  # goes where the run logs (train.log)
 
 
 def build_source(data_path, pretext='video'):

@@ -6,6 +6,7 @@ path (relative to root), num_frames, fps, height, width. Reading frames needs on
 JPEG decoder, no video decoder, and no directory listing at load time.
 """
 import csv
+import math
 import os
 
 import cv2
@@ -39,7 +40,7 @@ def read_manifest(path):
     """Rows of a manifest as dicts: path (str), num_frames (int), fps (float), height, width (int)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: no manifest (run datasets/extract_frames.py first)')
-    with open(path, newline='', encoding='utf-8') as f:
+    with open(path, newline='', encoding='utf-8-sig') as f:  # -sig: a spreadsheet's byte-order mark
         reader = csv.DictReader(f)
         missing = set(MANIFEST_FIELDS) - set(reader.fieldnames or ())
         if missing:
@@ -47,11 +48,15 @@ def read_manifest(path):
         rows = []
         for lineno, r in enumerate(reader, start=2):
             try:
-                rows.append(dict(path=r['path'], num_frames=int(r['num_frames']),
-                                 fps=float(r['fps']), height=int(r['height']),
-                                 width=int(r['width'])))
+                row = dict(path=r['path'], num_frames=int(r['num_frames']), fps=float(r['fps']),
+                           height=int(r['height']), width=int(r['width']))
             except (TypeError, ValueError):
                 raise ValueError(f'{path}: bad manifest row at line {lineno}: {r}') from None
+            if not (math.isfinite(row['fps']) and row['fps'] > 0) or min(row['num_frames'], row['height'],
+                                                                          row['width']) < 0:
+                raise ValueError(f'{path}: bad manifest row at line {lineno} (fps must be a positive number, '
+                                 f'frame count and size not negative): {r}')
+            rows.append(row)
     return rows
 
 

@@ -22,7 +22,7 @@ from .device_decode import collate_encoded
 from .frames import FrameSource
 from .transforms import draw_pair_crop, paired_crop, to_uint8_tensor
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("siammae." + __name__)  # goes where the run logs (train.log)
 
 REFERENCE_FPS = 30.0
 MAX_ATTEMPTS = 100

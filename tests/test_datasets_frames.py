@@ -29,6 +29,20 @@ def test_manifest_errors(tmp_path):
     bad.write_text('path,num_frames,fps,height,width\na,three,30,1,1\n')
     with pytest.raises(ValueError, match='line 2'):
         frames.read_manifest(str(bad))
+    for fps in ('nan', 'inf', '-30', '0'):  # the frame gap is scaled by fps: it must be a positive number
+        bad.write_text(f'path,num_frames,fps,height,width\na,3,30,1,1\nb,3,{fps},1,1\n')
+        with pytest.raises(ValueError, match=f'{bad}: bad manifest row at line 3 .fps must be a positive'):
+            frames.read_manifest(str(bad))
+    bad.write_text('path,num_frames,fps,height,width\na,-3,30,1,1\n')
+    with pytest.raises(ValueError, match='line 2'):
+        frames.read_manifest(str(bad))
+
+
+def test_manifest_saved_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / frames.MANIFEST_NAME
+    frames.write_manifest(str(path), ROWS)
+    path.write_bytes(b'\xef\xbb\xbf' + path.read_bytes())  # as a spreadsheet program saves UTF-8
+    assert frames.read_manifest(str(path)) == sorted(ROWS, key=lambda r: r['path'])
 
 
 def write_frame_folder(root, rel, num_frames):

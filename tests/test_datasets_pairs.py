@@ -110,7 +110,7 @@ def test_items_independent_of_worker_count():
 def test_unreadable_files_skipped_counted_and_logged_once(caplog):
     source = ArraySource([90] * 10, bad=[1, 4, 5])
     dataset = PairDataset(source, input_size=16, repeated_sampling=2, seed=0)
-    with caplog.at_level(logging.WARNING, logger='datasets.pairs'):
+    with caplog.at_level(logging.WARNING, logger='siammae.datasets.pairs'):
         for epoch in range(3):
             items = [dataset[(epoch, i)] for i in range(len(dataset))]
             assert all(f.shape == (2, 2, 3, 16, 16) for f, _ in items)
@@ -176,7 +176,7 @@ def test_os_and_decoder_errors_are_skipped_with_one_line_reason(caplog):
             return super().open(i)
 
     dataset = PairDataset(FlakySource([40, 40]), input_size=16)
-    with caplog.at_level(logging.WARNING, logger='datasets.pairs'):
+    with caplog.at_level(logging.WARNING, logger='siammae.datasets.pairs'):
         frames, n_skipped = dataset[0]
     assert n_skipped >= 1 and frames.shape == (2, 2, 3, 16, 16)
     assert caplog.records[0].getMessage().endswith('clip0: OSError: Input/output error')

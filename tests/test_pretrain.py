@@ -12,6 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import engine_pretrain
 import main_pretrain_siam
 import models_mae
 from datasets.synthetic import make_frames_folder, make_image_folder, make_video_folder
@@ -97,6 +98,45 @@ def test_resume_inside_an_epoch_is_exact(videos, tmp_path, accum, stop, position
             (b["train_loss"], b["train_lr"], b["train_skipped_videos"])
 
 
+def test_resume_inside_an_epoch_with_another_batch_layout_restarts_that_epoch(videos, tmp_path, monkeypatch, caplog):
+    """Iteration 1 of epoch 1 at 2 videos per batch is not iteration 1 at 1 video per batch (nor with another
+    accumulation or process count): the epoch starts over instead of skipping or repeating videos."""
+    run(videos, tmp_path, "--epochs", "2", "--stop_after_iters", "4")
+    ckpt = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
+    assert (ckpt["epoch"], ckpt["iteration"]) == (1, 1)
+    assert main_pretrain_siam.batch_layout_changes(ckpt, parse(*TINY)) == []
+    assert main_pretrain_siam.batch_layout_changes(ckpt, parse(*TINY, "--accum_iter", "3")) == \
+        ["--accum_iter 1 (now 3)"]
+    ckpt["rng"] = ckpt["rng"] * 2
+    assert main_pretrain_siam.batch_layout_changes(ckpt, parse(*TINY)) == ["2 processes (now 1)"]
+    starts = []
+    real = main_pretrain_siam.train_one_epoch
+    monkeypatch.setattr(main_pretrain_siam, "train_one_epoch",
+                        lambda *a, **k: starts.append((a[4], k["start_iter"])) or real(*a, **k))
+    run(videos, tmp_path, "--epochs", "2", "--batch_size", "2")
+    assert starts == [(1, 0)]
+    assert "--batch_size 4 (now 2)" in caplog.text and "epoch 1 restarts" in caplog.text
+
+
+def test_save_every_iters_counts_optimizer_steps(videos, tmp_path, monkeypatch):
+    """6 iterations per epoch, 2 per optimizer step: every 2 steps is iteration 4 (epoch ends save anyway)."""
+    saved = []
+    real = main_pretrain_siam.save_atomic
+    monkeypatch.setattr(main_pretrain_siam, "save_atomic",
+                        lambda state, path: saved.append((state["epoch"], state["iteration"])) or real(state, path))
+    run(videos, tmp_path, "--epochs", "1", "--batch_size", "2", "--accum_iter", "2", "--save_every_iters", "2")
+    assert saved == [(0, 4), (1, 0), (1, 0)]  # the epoch end: checkpoint-last.pth and checkpoint-0.pth
+
+
+def test_skipped_videos_are_named_in_train_log(tmp_path):
+    """The data set's warnings go where the run logs, not only to the terminal."""
+    make_video_folder(str(tmp_path / "v"), num_videos=4, num_frames=16, size=(48, 64), content="texture")
+    (tmp_path / "v" / "junk.mp4").write_bytes(b"not a video")
+    run(str(tmp_path / "v"), tmp_path / "out", "--epochs", "1", "--batch_size", "2")
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "skipping unreadable file" in log and "junk.mp4" in log
+
+
 def test_resume_from_released_mae_checkpoint(videos, tmp_path):
     mae = models_mae.mae_vit_tiny_patch16(img_size=64, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
     path = tmp_path / "mae_pretrain_vit_tiny.pth"
@@ -133,6 +173,31 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(videos, tmp_path, 
     after = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
     assert after["epoch"] == good["epoch"] == 1
     assert_same(after["model"], good["model"])
+
+
+def _check_finite_in_process(rank, init_file, cases, out):
+    """Each case: the first bad iteration per process (-1: none); writes what _check_finite did in each."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    results = []
+    for bad_iters in cases:
+        try:
+            engine_pretrain._check_finite(torch.tensor(bad_iters[rank]), epoch=3)
+            results.append("went on")
+        except NonFiniteLoss as e:
+            results.append(str(e).split(":")[0])
+    torch.distributed.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(results, f)
+
+
+def test_a_non_finite_loss_in_one_process_stops_every_process(tmp_path):
+    """Only the second process saw a NaN: both stop (neither waits at the next collective for one that is
+    gone), naming its iteration; of two, the first is named; none: both go on."""
+    cases = [[-1, 5], [7, 5], [-1, -1]]
+    torch.multiprocessing.spawn(_check_finite_in_process, args=(str(tmp_path / "init"), cases, str(tmp_path / "r")),
+                                nprocs=2)
+    expected = ["non-finite loss at epoch 3, iteration 5"] * 2 + ["went on"]
+    assert [json.loads((tmp_path / f"r.{rank}").read_text()) for rank in (0, 1)] == [expected, expected]
 
 
 def test_kill_during_checkpoint_write_leaves_previous_loadable(tmp_path):

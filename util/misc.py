@@ -63,13 +63,22 @@ def is_main_process():
     return get_rank() == 0
 
 
-def all_reduce_sum(x):
-    """Sum of a python number over all ranks."""
+def _all_reduce(x, op):
     if get_world_size() == 1:
         return x
     t = torch.tensor(x, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=op)
     return t.item()
+
+
+def all_reduce_sum(x):
+    """Sum of a python number over all ranks."""
+    return _all_reduce(x, dist.ReduceOp.SUM)
+
+
+def all_reduce_min(x):
+    """Minimum of a python number over all ranks."""
+    return _all_reduce(x, dist.ReduceOp.MIN)
 
 
 def all_reduce_mean(x):
@@ -83,13 +92,13 @@ def default_device():
 
 # ---------------------------------------------------------------- logging
 def setup_logging(output_dir=None):
-    """Rank 0 logs INFO to stderr (and output_dir/train.log); other ranks only warnings."""
+    """Rank 0 logs INFO to stdout (and output_dir/train.log); other ranks only warnings. Covers the
+    'siammae' logger and its children (the data sets' 'siammae.datasets.*': skipped videos)."""
     level = logging.INFO if is_main_process() else logging.WARNING
     logger.setLevel(level)
     for h in list(logger.handlers):  # a former run's in this process (its train.log closed)
         logger.removeHandler(h)
         h.close()
-    logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     handlers = [logging.StreamHandler(sys.stdout)]
     if output_dir and is_main_process():
