@@ -7,8 +7,8 @@ import torch
 import models_mae
 import models_siammae
 import models_vit
-from util.checkpoint import (encoder_state_dict, is_training_checkpoint, load_checkpoint, load_exact,
-                             load_matching, model_state_dict, restore_training_state, save_atomic)
+from util.checkpoint import (_resample_patch_kernel, encoder_state_dict, is_training_checkpoint, load_checkpoint,
+                             load_exact, load_matching, model_state_dict, restore_training_state, save_atomic)
 
 MAE = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
            decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=4)
@@ -65,6 +65,19 @@ def test_patch8_model_gets_interpolated_position_embeddings(tmp_path):
     assert {"pos_embed", "decoder_pos_embed", "patch_embed.proj.weight"} <= set(report.adapted)
     assert "decoder_pred.weight" in report.ignored
     assert model.pos_embed.shape == (1, 65, 64)
+
+
+def test_patch_kernel_resampling_keeps_each_filters_response_to_a_constant_image():
+    torch.manual_seed(0)
+    w = torch.randn(6, 3, 16, 16)
+    for size in (8, 12, 14, 32):
+        out = _resample_patch_kernel(w, size)
+        assert out.shape == (6, 3, size, size)
+        torch.testing.assert_close(out.sum((1, 2, 3)), w.sum((1, 2, 3)), rtol=0, atol=1e-4, msg=str(size))
+        ramp = _resample_patch_kernel(torch.linspace(0, 1, 16).expand(1, 1, 16, 16), size)
+        assert (ramp[0, 0, :, 1:] > ramp[0, 0, :, :-1]).all()  # the filter keeps its shape: a ramp stays one
+    # a whole-number factor is plain area averaging, every old tap weighing the same: 2x2 blocks summed
+    torch.testing.assert_close(_resample_patch_kernel(w, 8), w.reshape(6, 3, 8, 2, 8, 2).sum((3, 5)))
 
 
 def test_conflicting_shape_is_one_line_error(tmp_path):

@@ -126,10 +126,15 @@ def compact_keys(keys):
 
 
 def _resample_patch_kernel(weight, size):
-    """(D, C, p, p) -> (D, C, size, size), preserving the response to a constant image."""
-    old = weight.shape[-1]
-    out = F.interpolate(weight.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return (out * (old / size) ** 2).to(weight.dtype)
+    """(D, C, p, p) -> (D, C, size, size): area averaging when shrinking (each new tap the mean of the
+    taps it covers), bilinear when growing, scaled by (p / size)^2; then each filter's sum is made
+    exactly the old one's (a uniform offset, zero for whole-number factors), so a constant image gives
+    the same response."""
+    old, w = weight.shape[-1], weight.float()
+    out = F.interpolate(w, size=(size, size), mode="area" if size < old else "bilinear",
+                        **({} if size < old else {"align_corners": False})) * (old / size) ** 2
+    out += (w.sum((1, 2, 3)) - out.sum((1, 2, 3)))[:, None, None, None] / out[0].numel()
+    return out.to(weight.dtype)
 
 
 def load_matching(model, sd, source="checkpoint"):
