@@ -19,8 +19,8 @@ from util.args import autocast
 from util.checkpoint import (LAST, compact_keys, encoder_state_dict, find_resume, is_training_checkpoint,
                              load_checkpoint, load_exact, load_matching, model_state_dict, restore_training_state,
                              save_atomic, training_state)
-from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, distribute, get_world_size,
-                        is_main_process, log_scalars, logger)
+from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, broadcast_buffers, distribute,
+                        get_world_size, is_main_process, log_scalars, logger)
 from util.optim import NonFiniteLoss, backward, micro_batch, optimizer_step
 
 HEAD_KEYS = ("head.", "fc_norm.")
@@ -152,7 +152,7 @@ def build_vit(args, resume, pretrained, drop_path=0.):
     the pretrained encoder."""
     if args.model:
         arch = models_vit.vit_config(models_vit.to_vit_name(args.model))
-    elif resume or pretrained:
+    elif resume or pretrained is not None:
         source = resume[0] if resume else args.finetune
         arch = models_vit.infer_vit_config(model_state_dict(resume[1], source) if resume else pretrained, source)
         arch.pop("img_size")
@@ -234,6 +234,7 @@ def fit(model, criterion, optimizer, scaler, loaders, device, args, resume=None,
             train_loader.sampler.set_epoch(epoch)
         train_stats = train_one_epoch(model, criterion, train_loader, optimizer, device, epoch, scaler, args,
                                       mixup_fn, log_writer, trainable)
+        broadcast_buffers(model_without_ddp)  # the probe's BatchNorm: what is saved is what every process scores
         state = training_state(model_without_ddp, optimizer, scaler, epoch + 1, 0, args)  # collective
         if is_main_process():
             save_atomic(state, os.path.join(args.output_dir, LAST))

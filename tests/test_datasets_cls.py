@@ -4,10 +4,11 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageOps
 from timm.data import auto_augment
 
-from util.datasets_cls import finetune_transform
+from util.datasets_cls import EpochKeyed, finetune_transform
 
 
 def _args(aa):
@@ -53,3 +54,35 @@ def test_finetune_transform_runs_randaugment_at_the_edge_of_its_range():
         op.prob = 1.0
     for i in range(20):
         assert transform(_image()).shape == (3, 32, 32)
+
+
+def test_epoch_keyed_items_draw_from_their_key_and_leave_the_callers_streams():
+    class Draws:  # an "image" made of what a transform would draw from each generator
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return (i, random.random(), float(np.random.rand()), float(torch.rand(())))
+
+    keyed = EpochKeyed(Draws(), seed=7)
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    first = keyed[(2, 1)]
+    after = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    assert after == (random.random(), float(np.random.rand()), float(torch.rand(())))  # the caller's untouched
+    random.seed(5)  # other global states, another seed of the caller: the same item
+    assert keyed[(2, 1)] == first
+    assert keyed[(3, 1)] != first and keyed[(2, 2)][1:] != first[1:]  # another epoch, another index
+    assert EpochKeyed(Draws(), seed=8)[(2, 1)] != first
+    assert len(keyed) == 3
+
+
+def test_no_auto_augment_and_an_unknown_policy():
+    names = [type(t).__name__ for t in finetune_transform(_args("none")).transforms]
+    assert "RandAugment" not in names and names == [type(t).__name__ for t in finetune_transform(_args("")).transforms]
+    with pytest.raises(ValueError, match="--aa rund-m9: not an auto-augment policy"):
+        finetune_transform(_args("rund-m9"))

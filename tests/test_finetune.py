@@ -64,6 +64,21 @@ def test_finetune_trains_saves_resumes_and_evaluates(image_folder, siammae_check
     assert main_finetune.main(args) == evaluated and args.input_size == 32
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_resume_is_exact(image_folder, siammae_checkpoint, tmp_path, workers):
+    """Stopped after epoch 0 and resumed = uninterrupted: augmentation (RandAugment, random erasing), mixup and
+    the loader workers' seeds draw the same numbers."""
+    path, _ = siammae_checkpoint
+    common = ("--finetune", path, "--mixup", "0.8", "--cutmix", "1.0", "--num_workers", workers)
+    run(image_folder, tmp_path / "a", *common, "--epochs", "2")
+    run(image_folder, tmp_path / "b", *common, "--epochs", "1")
+    run(image_folder, tmp_path / "b", *common, "--epochs", "2")
+    straight, resumed = (load_checkpoint(str(tmp_path / d / LAST)) for d in "ab")
+    for k in straight["model"]:
+        assert torch.equal(straight["model"][k], resumed["model"][k]), k
+    assert log_lines(tmp_path / "a") == log_lines(tmp_path / "b")
+
+
 def args_for(**kw):
     return argparse.Namespace(**{"model": None, "input_size": 32, "nb_classes": 5, "global_pool": True,
                                  "finetune": "ckpt", **kw})
@@ -100,6 +115,9 @@ def test_missing_encoder_weights_is_a_clear_error(siammae_checkpoint):
     model = engine_finetune.build_vit(args_for(model="vit_tiny_patch16"), None, pretrained)  # 12 blocks, not 2
     with pytest.raises(ValueError, match=r"lacks encoder weights blocks\.\*\."):
         engine_finetune.load_pretrained(model, pretrained, path, head_std=2e-5)
+    # a --finetune file without any encoder weights: its name, not "give --model"
+    with pytest.raises(ValueError, match="ckpt: no 'patch_embed.proj.weight', so not a ViT encoder"):
+        engine_finetune.build_vit(args_for(), None, {})
 
 
 def test_no_architecture_and_missing_data_are_clear_errors(image_folder, tmp_path):

@@ -20,6 +20,18 @@ def run(image_folder, out, *extra):
     return main_linprobe.main(parser.parse_args(argv))
 
 
+def test_linprobe_resume_is_exact(image_folder, siammae_checkpoint, tmp_path):
+    """The BatchNorm's running statistics included (creating the evaluation loader used to draw from the
+    training stream)."""
+    path, _ = siammae_checkpoint
+    run(image_folder, tmp_path / "a", "--finetune", path, "--epochs", "2")
+    run(image_folder, tmp_path / "b", "--finetune", path, "--epochs", "1")
+    run(image_folder, tmp_path / "b", "--finetune", path, "--epochs", "2")
+    straight, resumed = (load_checkpoint(str(tmp_path / d / "checkpoint-last.pth"))["model"] for d in "ab")
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k
+
+
 @pytest.mark.parametrize("optimizer", ["lars", "sgd"])
 def test_linprobe_trains_only_the_head(image_folder, siammae_checkpoint, tmp_path, optimizer):
     path, siammae = siammae_checkpoint

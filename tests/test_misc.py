@@ -40,3 +40,21 @@ def test_micro_batches_step_at_accumulation_ends_and_sync_only_then():
             unsynced.append(it)
     assert steps == [False, True, False, True, True] and unsynced == [0, 2]
     assert [optim.micro_batch(object(), it, 5, 2)[0] for it in range(5)] == steps
+
+
+def _broadcast_in_process(rank, init_file, out):
+    import torch
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    bn = torch.nn.BatchNorm1d(3)
+    bn.running_mean.fill_(rank + 1.0)  # each process's own statistics, as after a last DDP step
+    bn.num_batches_tracked.fill_(10 * (rank + 1))
+    misc.broadcast_buffers(bn)
+    torch.distributed.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(f"{bn.running_mean.tolist()} {int(bn.num_batches_tracked)}")
+
+
+def test_broadcast_buffers_gives_every_process_the_first_ones(tmp_path):
+    import torch.multiprocessing
+    torch.multiprocessing.spawn(_broadcast_in_process, args=(str(tmp_path / "init"), str(tmp_path / "r")), nprocs=2)
+    assert [(tmp_path / f"r.{rank}").read_text() for rank in (0, 1)] == ["[1.0, 1.0, 1.0] 10"] * 2

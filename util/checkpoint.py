@@ -10,9 +10,11 @@ import argparse
 import logging
 import os
 import pickle
+import random
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -211,8 +213,11 @@ def training_state(model, optimizer, scaler, epoch, iteration, args):
 
 
 def _rng_states_of_all_ranks():
-    """[rank 0's, rank 1's, ...] generator states (a collective call when distributed)."""
-    rng = {"torch": torch.get_rng_state()}
+    """[rank 0's, rank 1's, ...] generator states: torch's (CPU, CUDA), Python's and numpy's (mixup draws
+    from it), in types weights_only loading accepts (a collective call when distributed)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     if not dist.is_available() or not dist.is_initialized():
@@ -237,11 +242,19 @@ def restore_training_state(ckpt, model, optimizer, scaler, source="checkpoint"):
     if len(states) != world:  # another process count: continue, not bit-exactly
         logging.getLogger("siammae").warning(
             f"{source}: saved by {len(states)} processes, resumed by {world}: random streams reseeded")
-        torch.manual_seed(hash((ckpt["epoch"], ckpt.get("iteration", 0), rank)) % 2 ** 31)
+        seed = hash((ckpt["epoch"], ckpt.get("iteration", 0), rank)) % 2 ** 31
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
         return ckpt["epoch"], ckpt.get("iteration", 0)
     rng = states[rank]
     if "torch" in rng:
         torch.set_rng_state(rng["torch"])
+    if "python" in rng:
+        random.setstate(rng["python"])
+    if "numpy" in rng:
+        keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])
     return ckpt["epoch"], ckpt.get("iteration", 0)

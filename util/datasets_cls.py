@@ -7,7 +7,9 @@ RandAugment, random erasing); linear probing only a random-resized crop and a fl
 resize the short side to input_size / crop_pct, centre crop (crop_pct = 224/256 up to 224 px).
 """
 import os
+import random
 
+import numpy as np
 import timm.data
 import torch
 from PIL import ImageOps
@@ -16,6 +18,7 @@ from timm.data.mixup import mixup_target
 from torchvision import datasets, transforms
 
 from util.image import IMAGENET_MEAN, IMAGENET_STD
+from util.misc import SkipSampler
 
 
 def posterize(img, bits_to_keep, **_):
@@ -39,11 +42,18 @@ def mend_posterize(transform):
 
 
 def finetune_transform(args):
-    """timm's training pipeline with RandAugment (args.aa), colour jitter and random erasing."""
-    return mend_posterize(timm.data.create_transform(
-        input_size=args.input_size, is_training=True, color_jitter=args.color_jitter,
-        auto_augment=args.aa, interpolation="bicubic", re_prob=args.reprob, re_mode=args.remode,
-        re_count=args.recount, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    """timm's training pipeline with RandAugment (args.aa; '' or 'none': without), colour jitter and
+    random erasing."""
+    policy = None if args.aa in ("", "none") else args.aa
+    try:
+        transform = timm.data.create_transform(
+            input_size=args.input_size, is_training=True, color_jitter=args.color_jitter,
+            auto_augment=policy, interpolation="bicubic", re_prob=args.reprob, re_mode=args.remode,
+            re_count=args.recount, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    except (AssertionError, ValueError, KeyError) as e:  # timm 0.4.12 asserts on an unknown policy
+        raise ValueError(f"--aa {args.aa}: not an auto-augment policy timm knows (e.g. rand-m9-mstd0.5-inc1, "
+                         f"or none) ({e})") from None
+    return mend_posterize(transform)
 
 
 def linprobe_transform(args):
@@ -131,23 +141,49 @@ def index_shard(n, rank, world_size):
     return list(range(rank, n, world_size))
 
 
+class EpochKeyed(torch.utils.data.Dataset):
+    """dataset[(epoch, index)] is dataset[index] with Python's, numpy's and torch's generators seeded from
+    (seed, epoch, index) while the transform draws (the caller's streams are left as they were): an image's
+    augmentation depends on neither the loader workers nor the items before it, so a resumed run sees what
+    an uninterrupted one would."""
+
+    def __init__(self, dataset, seed):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+
+
 def build_loaders(train, val, args):
-    """Shuffled (distributed) training loader that drops the last partial batch (None when train is
-    None: --eval), and an evaluation loader over this rank's share of val."""
+    """Shuffled (distributed) training loader that drops the last partial batch, its items keyed by
+    (epoch, index) (None when train is None: --eval), and an evaluation loader over this rank's share
+    of val. Neither draws from the global random streams."""
     common = dict(num_workers=args.num_workers, pin_memory=args.pin_mem and str(args.device).startswith("cuda"),
                   persistent_workers=args.num_workers > 0)
     val_loader = torch.utils.data.DataLoader(val, sampler=index_shard(len(val), args.rank, args.world_size),
-                                             batch_size=args.batch_size, **common)
+                                             batch_size=args.batch_size, generator=torch.Generator(), **common)
     if train is None:
         return None, val_loader
-    if args.distributed:
-        sampler = torch.utils.data.DistributedSampler(train, args.world_size, args.rank, shuffle=True,
-                                                      seed=args.seed)
-    else:
-        sampler = torch.utils.data.RandomSampler(train)
+    sampler = SkipSampler(torch.utils.data.DistributedSampler(train, args.world_size, args.rank, shuffle=True,
+                                                              seed=args.seed), with_epoch=True)
     if len(train) < args.batch_size * args.world_size:
         raise ValueError(f"{args.data_path}/train: {len(train)} images, fewer than one batch of "
                          f"{args.batch_size} x {args.world_size} processes")
-    train_loader = torch.utils.data.DataLoader(train, sampler=sampler, batch_size=args.batch_size,
-                                               drop_last=True, **common)
+    train_loader = torch.utils.data.DataLoader(EpochKeyed(train, args.seed), sampler=sampler,
+                                               batch_size=args.batch_size, drop_last=True,
+                                               generator=torch.Generator().manual_seed(args.seed), **common)
     return train_loader, val_loader

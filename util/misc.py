@@ -81,6 +81,14 @@ def all_reduce_min(x):
     return _all_reduce(x, dist.ReduceOp.MIN)
 
 
+def broadcast_buffers(model):
+    """Every process takes process 0's buffers (BatchNorm's running statistics: DDP sends them only as a
+    forward pass starts, so after the last step each process holds its own)."""
+    if get_world_size() > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
+
+
 def all_reduce_mean(x):
     """Mean of a python number over all ranks."""
     return x if get_world_size() == 1 else all_reduce_sum(x) / get_world_size()
