@@ -142,10 +142,10 @@ def index_shard(n, rank, world_size):
 
 
 class EpochKeyed(torch.utils.data.Dataset):
-    """dataset[(epoch, index)] is dataset[index] with Python's, numpy's and torch's generators seeded from
-    (seed, epoch, index) while the transform draws (the caller's streams are left as they were): an image's
-    augmentation depends on neither the loader workers nor the items before it, so a resumed run sees what
-    an uninterrupted one would."""
+    """dataset[(epoch, index)] is dataset[index] with Python's, numpy's and torch's (CPU) generators seeded
+    from (seed, epoch, index) while the transform draws: an image's augmentation depends on neither the
+    loader workers nor the items before it, so a resumed run sees what an uninterrupted one would. In the
+    main process (no workers) the caller's streams are put back afterwards (mixup draws from numpy's)."""
 
     def __init__(self, dataset, seed):
         self.dataset, self.seed = dataset, seed
@@ -153,16 +153,20 @@ class EpochKeyed(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, key):
-        epoch, index = key
+    def _seeded(self, epoch, index):
         seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.default_generator.manual_seed(seed)
+        return self.dataset[index]
+
+    def __getitem__(self, key):
+        if torch.utils.data.get_worker_info() is not None:  # a loader worker: its streams are its own
+            return self._seeded(*key)
         python_state, numpy_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            random.seed(seed)
-            np.random.seed(seed)
-            torch.manual_seed(seed)
             try:
-                return self.dataset[index]
+                return self._seeded(*key)
             finally:
                 random.setstate(python_state)
                 np.random.set_state(numpy_state)
