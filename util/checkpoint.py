@@ -215,7 +215,7 @@ def training_state(model, optimizer, scaler, epoch, iteration, args):
 def _rng_states_of_all_ranks():
     """[rank 0's, rank 1's, ...] generator states: torch's (CPU, CUDA), Python's and numpy's (mixup draws
     from it), in types weights_only loading accepts (a collective call when distributed)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = np.random.get_state()  # ("MT19937", uint32 keys, ...)
     rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
            "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
     if torch.cuda.is_available():
