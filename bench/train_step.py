@@ -22,6 +22,7 @@ import sys
 import time
 
 import torch
+from torch.autograd import DeviceType
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -137,7 +138,6 @@ def kernel_kind(name):
 def profile_breakdown(step, n, device, path):
     """Run step(n) under torch.profiler: device time per kind of kernel (ms per step), the share of
     the wall time the device was busy, and the 30 costliest kernels written to path."""
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -147,11 +147,7 @@ def profile_breakdown(step, n, device, path):
         step(n)
         sync(device)
     wall = time.perf_counter() - t0
-    rows = prof.key_averages()
-    if cuda:
-        times = {e.key: e.self_device_time_total for e in rows if e.device_type == DeviceType.CUDA}
-    else:  # leaf operators' own CPU time
-        times = {e.key: e.self_cpu_time_total for e in rows if e.key.startswith("aten::")}
+    times = kernel_times(prof.key_averages(), cuda)
     ops = costliest_ops(prof, cuda)
     by_kind = {}
     for name, us in times.items():
@@ -167,6 +163,16 @@ def profile_breakdown(step, n, device, path):
     return {"ms_per_step_by_kind": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "wall_ms_per_step": round(wall * 1e3 / n, 3), "device_busy": round(busy, 3),
             "top_kernels": path}
+
+
+def kernel_times(rows, cuda):
+    """{kernel name: microseconds} from the profiler's averages: CUDA kernels' device time, leaving out
+    user annotations (a record_function range such as Optimizer.step#AdamW.step spans kernels already
+    counted), or on the CPU the leaf operators' own time."""
+    if cuda:
+        return {e.key: e.self_device_time_total for e in rows
+                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)}
+    return {e.key: e.self_cpu_time_total for e in rows if e.key.startswith("aten::")}
 
 
 def costliest_ops(prof, cuda, top=20):

@@ -142,3 +142,18 @@ def test_profile_names_the_costliest_kernels_and_operators(tmp_path):
            text.split("operator (input shapes)")[1].splitlines()[1:]}
     assert ops[("aten::sum", "[[300, 400], [], [], []]")] == 1.0  # one call per step, with its shapes
     assert ops[("aten::mm", "[[256, 256], [256, 256]]")] == 1.0
+
+
+def test_kernel_times_leave_out_user_annotations():
+    """A record_function range on the GPU timeline (the optimizer step) spans kernels counted on their own."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+    rows = [SimpleNamespace(key="multi_tensor_apply_kernel", device_type=DeviceType.CUDA, is_user_annotation=False,
+                            self_device_time_total=490.0, self_cpu_time_total=0.0),
+            SimpleNamespace(key="Optimizer.step#AdamW.step", device_type=DeviceType.CUDA, is_user_annotation=True,
+                            self_device_time_total=1016.0, self_cpu_time_total=0.0),
+            SimpleNamespace(key="aten::mm", device_type=DeviceType.CPU, is_user_annotation=False,
+                            self_device_time_total=0.0, self_cpu_time_total=30.0)]
+    assert train_step.kernel_times(rows, cuda=True) == {"multi_tensor_apply_kernel": 490.0}
+    assert train_step.kernel_times(rows, cuda=False) == {"aten::mm": 30.0}
