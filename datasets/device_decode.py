@@ -6,6 +6,7 @@ draws, from the same generator, as the CPU path); the main process decodes the w
 (``torchvision.io.decode_jpeg``, batched with nvJPEG on CUDA) and crops, resizes and flips it with one
 ``roi_align`` per distinct frame size. On the CPU the same code runs, which is how it is tested.
 """
+import logging
 from collections import defaultdict
 from typing import NamedTuple
 
@@ -15,6 +16,8 @@ from torchvision.ops import roi_align
 
 from util.image import normalize
 
+logger = logging.getLogger("siammae." + __name__)  # goes where the run logs (train.log)
+
 # Frames per decode_jpeg call: nvJPEG's batched decoder failed on 256 frames on an H200 machine
 # (torchvision 0.26) and decoded 8; bench/gpu_check.sh nvjpeg probes 8, 64 and 256.
 DECODE_CHUNK = 64
@@ -22,28 +25,38 @@ DECODE_CHUNK = 64
 
 class EncodedPairs(NamedTuple):
     """A batch of undecoded pairs: jpegs, B*R*2 uint8 1-D tensors (item, pair, frame order);
-    crops, (B*R, 5) int64 rows (y, x, h, w, flip) shared by both frames of a pair; size, output side."""
+    crops, (B*R, 5) int64 rows (y, x, h, w, flip) shared by both frames of a pair; size, output side;
+    files, the jpegs' file names (for the message when one does not decode)."""
     jpegs: list
     crops: torch.Tensor
     size: int
+    files: list
 
 
 def collate_encoded(items, size):
-    """[((jpegs, crops (R, 5)), n_skipped), ...] from PairDataset(encoded=True) -> (EncodedPairs, n_skipped (B,))."""
-    jpegs = [j for (item_jpegs, _), _ in items for j in item_jpegs]
-    crops = torch.cat([c for (_, c), _ in items])
-    return EncodedPairs(jpegs, crops, size), torch.tensor([n for _, n in items])
+    """[((jpegs, crops (R, 5), files), n_skipped), ...] from PairDataset(encoded=True)
+    -> (EncodedPairs, n_skipped (B,))."""
+    jpegs = [j for (item_jpegs, _, _), _ in items for j in item_jpegs]
+    crops = torch.cat([c for (_, c, _), _ in items])
+    files = [f for (_, _, item_files), _ in items for f in item_files]
+    return EncodedPairs(jpegs, crops, size, files), torch.tensor([n for _, n in items])
 
 
 def decode_crop(jpegs, crops, size, device):
-    """Decode and crop pairs on device -> (B*R, 2, 3, size, size) float32 RGB in 0..255.
+    """Decode and crop pairs on device -> (frames (B*R, 2, 3, size, size) float32 RGB in 0..255,
+    bad: indices into jpegs of the frames that did not decode; each of their pairs is replaced by a
+    copy of the batch's first whole pair, so that the batch keeps its shape).
 
     On CUDA the work runs on a side stream, overlapping the training step still queued on the current
     one; see _on_side_stream for why the host waits for it before returning."""
-    device = torch.device(device)
-    if device.type != 'cuda':
-        return _decode_crop(jpegs, crops, size, device)
-    return _on_side_stream(lambda: _decode_crop(jpegs, crops, size, device), device, wait_host=True)
+    device, bad = torch.device(device), []
+
+    def work():
+        out, bad_frames = _decode_crop(jpegs, crops, size, device)
+        bad.extend(bad_frames)
+        return out
+
+    return (work() if device.type != 'cuda' else _on_side_stream(work, device, wait_host=True)), bad
 
 
 _SIDE_STREAMS = {}
@@ -75,25 +88,43 @@ def _on_side_stream(fn, device, wait_host):
 
 
 def _decode_jpegs(jpegs, device):
-    """JPEGs -> list of (3, H, W) uint8 RGB on device, DECODE_CHUNK per call. On CUDA the current stream
-    (decode_crop's side stream) is emptied first each time: nvJPEG's writes ignore its queue (see
-    _on_side_stream)."""
-    images = []
+    """JPEGs -> (list of (3, H, W) uint8 RGB on device, None where a file does not decode; the indices
+    of those), DECODE_CHUNK per call. A chunk that fails is decoded again one file at a time (the loader
+    workers check markers, header and size, not the entropy-coded data, so a corrupt file can get this
+    far); when no file of the batch decodes, the decoder itself is unusable: an error. On CUDA the
+    current stream (decode_crop's side stream) is emptied first each time: nvJPEG's writes ignore its
+    queue (see _on_side_stream)."""
+    images, bad, reason = [], [], None
     for i in range(0, len(jpegs), DECODE_CHUNK):
-        if device.type == 'cuda':
-            torch.cuda.current_stream(device).synchronize()
+        chunk = jpegs[i:i + DECODE_CHUNK]
         try:
-            images += decode_jpeg(jpegs[i:i + DECODE_CHUNK], mode=ImageReadMode.RGB, device=device)
-        except RuntimeError as e:  # e.g. nvJPEG's hardware decoder unusable on this machine
+            images += _decode(chunk, device)
+            continue
+        except RuntimeError as e:
             reason = str(e).splitlines()[0]
-            raise RuntimeError(f"--gpu_decode: decoding {len(jpegs)} JPEG frames on {device} failed ({reason}); "
-                               "train without --gpu_decode (the loader workers then decode)") from None
-    return images
+        for k, jpeg in enumerate(chunk, start=i):
+            try:
+                images += _decode([jpeg], device)
+            except RuntimeError:
+                images.append(None)
+                bad.append(k)
+    if jpegs and len(bad) == len(jpegs):  # e.g. nvJPEG's hardware decoder unusable on this machine
+        raise RuntimeError(f"--gpu_decode: decoding {len(jpegs)} JPEG frames on {device} failed ({reason}); "
+                           "train without --gpu_decode (the loader workers then decode)")
+    return images, bad
+
+
+def _decode(jpegs, device):
+    if device.type == 'cuda':
+        torch.cuda.current_stream(device).synchronize()
+    return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
 
 
 def _decode_crop(jpegs, crops, size, device):
-    """decode_crop's work, on whatever stream is current."""
-    images = _decode_jpegs(jpegs, device)
+    """decode_crop's work, on whatever stream is current -> (frames, indices of the bad jpegs)."""
+    images, bad = _decode_jpegs(jpegs, device)
+    if bad:
+        images, crops = _replace_broken_pairs(images, crops, sorted({k // 2 for k in bad}))
     frame_crops = crops.to(device).repeat_interleave(2, dim=0)  # (2BR, 5): one row per frame
     out = torch.empty(len(images), 3, size, size, device=device)
     by_shape = defaultdict(list)
@@ -107,7 +138,33 @@ def _decode_crop(jpegs, crops, size, device):
         out[sel] = roi_align(stack, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
     flip = frame_crops[:, 4].bool().view(-1, 1, 1, 1)
     out = torch.where(flip, out.flip(-1), out)
-    return out.view(-1, 2, 3, size, size)
+    return out.view(-1, 2, 3, size, size), bad
+
+
+def _replace_broken_pairs(images, crops, broken):
+    """Pairs `broken` (indices) -> copies of the first whole pair, images and crop."""
+    whole = next((p for p in range(len(crops)) if p not in set(broken)), None)
+    if whole is None:
+        raise RuntimeError(f"--gpu_decode: every pair of a batch of {len(crops)} has a frame that does not decode")
+    images, crops = list(images), crops.clone()
+    for p in broken:
+        images[2 * p:2 * p + 2] = images[2 * whole:2 * whole + 2]
+        crops[p] = crops[whole]
+    return images, crops
+
+
+def _count_bad(pairs, n_skipped, bad):
+    """n_skipped (B,) plus, per item, its pairs replaced for frames that did not decode (logged)."""
+    if not bad:
+        return n_skipped
+    reps = len(pairs.crops) // len(n_skipped)
+    n_skipped = n_skipped.clone()
+    for p in sorted({k // 2 for k in bad}):
+        n_skipped[p // reps] += 1
+    for k in bad:
+        logger.warning('skipping a frame pair: %s: not a decodable JPEG (--gpu_decode); the pair is replaced '
+                       'by another of its batch', pairs.files[k])
+    return n_skipped
 
 
 def to_device(batch, device):
@@ -119,7 +176,8 @@ def to_device(batch, device):
     frames, n_skipped = batch
     device = torch.device(device)
     if isinstance(frames, EncodedPairs):
-        return normalize(decode_crop(frames.jpegs, frames.crops, frames.size, device)), n_skipped
+        out, bad = decode_crop(frames.jpegs, frames.crops, frames.size, device)
+        return normalize(out), _count_bad(frames, n_skipped, bad)
 
     def upload():
         return normalize(frames.flatten(0, 1).to(device, non_blocking=True))

@@ -6,6 +6,7 @@ path (relative to root), num_frames, fps, height, width. Reading frames needs on
 JPEG decoder, no video decoder, and no directory listing at load time.
 """
 import csv
+import io
 import math
 import os
 
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from .sources import Clip, UnreadableError
+from .sources import Clip, UnreadableError, read_text
 
 MANIFEST_NAME = 'manifest.csv'
 MANIFEST_FIELDS = ('path', 'num_frames', 'fps', 'height', 'width')
@@ -40,7 +41,7 @@ def read_manifest(path):
     """Rows of a manifest as dicts: path (str), num_frames (int), fps (float), height, width (int)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: no manifest (run datasets/extract_frames.py first)')
-    with open(path, newline='', encoding='utf-8-sig') as f:  # -sig: a spreadsheet's byte-order mark
+    with io.StringIO(read_text(path), newline='') as f:
         reader = csv.DictReader(f)
         missing = set(MANIFEST_FIELDS) - set(reader.fieldnames or ())
         if missing:
@@ -98,11 +99,15 @@ class FrameClip(Clip):
         if num_frames <= 0:
             raise UnreadableError(f'{folder}: manifest lists no frames')
 
+    def frame_file(self, t):
+        """The JPEG file of frame t (0-based)."""
+        return os.path.join(self.path, frame_name(t))
+
     def read(self, indices):
         """Frames at the given 0-based indices -> list of (H, W, 3) BGR uint8."""
         decoded = {}
         for t in set(indices):
-            file = os.path.join(self.path, frame_name(t))
+            file = self.frame_file(t)
             img = cv2.imread(file, cv2.IMREAD_COLOR)
             if img is None:
                 reason = 'missing' if not os.path.exists(file) else 'not a decodable image'
@@ -117,7 +122,7 @@ class FrameClip(Clip):
         that decoding on the training device meets only whole files of the expected size."""
         out = []
         for t in indices:
-            file = os.path.join(self.path, frame_name(t))
+            file = self.frame_file(t)
             try:
                 data = np.fromfile(file, dtype=np.uint8)
             except OSError as e:

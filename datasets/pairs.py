@@ -128,7 +128,8 @@ class PairDataset(Dataset):
         """key: (epoch, index), as pre-training's sampler passes it (so that persistent loader workers
         see the epoch), or an index alone for epoch 0.
         -> (frames (R, 2, 3, S, S) uint8 RGB, n_skipped int); with encoded=True
-        ((jpegs: 2R uint8 1-D tensors, crops (R, 5) rows (y, x, h, w, flip)), n_skipped)."""
+        ((jpegs: 2R uint8 1-D tensors, crops (R, 5) rows (y, x, h, w, flip), their 2R file names),
+        n_skipped)."""
         one_cv2_thread()
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = np.random.default_rng([self.seed, epoch, index])
@@ -146,7 +147,7 @@ class PairDataset(Dataset):
                            f'item {index}; is most of the dataset corrupt?')
 
     def _load(self, i, rng):
-        """R pairs from item i: uint8 RGB tensor (R, 2, 3, S, S), or (jpegs, crops) when encoded."""
+        """R pairs from item i: uint8 RGB tensor (R, 2, 3, S, S), or (jpegs, crops, files) when encoded."""
         size, reps = self.input_size, self.repeated_sampling
         with self.source.open(i) as clip:
             n = clip.num_frames
@@ -160,7 +161,8 @@ class PairDataset(Dataset):
             if self.encoded:  # the same draws as below, decoding left to the training device
                 crops = [(*box, flip) for box, flip in
                          (draw_pair_crop(rng, clip.height, clip.width) for _ in range(reps))]
-                return clip.read_encoded(indices), torch.tensor(crops, dtype=torch.int64)
+                return (clip.read_encoded(indices), torch.tensor(crops, dtype=torch.int64),
+                        [clip.frame_file(t) for t in indices])
             frames = self._read(clip, i, indices, fit_pairs, gap_min)
         if len({f.shape for f in frames}) > 1:
             raise UnreadableError(f'{self.source.paths[i]}: frames change size within the video')

@@ -54,26 +54,49 @@ def scan_folder(root, extensions):
     return sorted(found)
 
 
+def read_text(path):
+    """A text file's contents: UTF-8, a spreadsheet's byte-order mark dropped; anything else is a
+    one-line ValueError naming the file."""
+    try:
+        with open(path, encoding='utf-8-sig') as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path}: not UTF-8 text ({e.reason} at byte {e.start})') from None
+
+
 def read_path_list(list_file):
     """Paths from a .txt / .csv list: one per line, optional label column ('path,label' or
     'path label'); a header line and '#' comments are skipped; relative paths are taken
-    relative to the list's folder. Returns (paths, labels) with labels None where absent.
+    relative to the list's folder. Paths may contain spaces (Kinetics' class folders do): a
+    whitespace-separated line is one path when it names a file or ends with a video extension,
+    else its last field is the label. Returns (paths, labels) with labels None where absent.
     """
     if not os.path.isfile(list_file):
         raise FileNotFoundError(f'{list_file}: no such list file')
     base = os.path.dirname(os.path.abspath(list_file))
     paths, labels = [], []
-    with open(list_file, encoding='utf-8') as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith('#'):
-                continue
-            fields = [s.strip() for s in (line.split(',') if ',' in line else line.split(None, 1))]
-            if not paths and fields[0].lower() in _HEADER_NAMES:
-                continue
-            paths.append(fields[0] if os.path.isabs(fields[0]) else os.path.join(base, fields[0]))
-            labels.append(fields[1] if len(fields) > 1 and fields[1] else None)
+    for line in read_text(list_file).splitlines():
+        line = line.strip()
+        if not line or line.startswith('#'):
+            continue
+        path, label = _split_list_line(line, base)
+        if not paths and path.lower() in _HEADER_NAMES:
+            continue
+        paths.append(path if os.path.isabs(path) else os.path.join(base, path))
+        labels.append(label)
     return paths, labels
+
+
+def _split_list_line(line, base):
+    """(path, label or None) of one list line; see read_path_list."""
+    if ',' in line:
+        path, _, label = (s.strip() for s in line.partition(','))
+    elif line.lower().endswith(VIDEO_EXTENSIONS) or os.path.isfile(os.path.join(base, line)):
+        path, label = line, ''
+    else:
+        fields = line.rsplit(None, 1)
+        path, label = (fields[0], fields[1]) if len(fields) == 2 else (line, '')
+    return path, label or None
 
 
 def check_file(path):

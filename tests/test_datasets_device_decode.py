@@ -70,11 +70,48 @@ def test_truncated_jpegs_are_skipped_in_the_worker(frames_root, tmp_path):
         path = root / "class_0/video_1" / frame_name(t)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     ds = dataset(str(root), True)
-    (jpegs, crops), n_skipped = ds[1]
-    assert n_skipped >= 1 and len(jpegs) == 6 and crops.shape == (3, 5)
+    (jpegs, crops, files), n_skipped = ds[1]
+    assert n_skipped >= 1 and len(jpegs) == len(files) == 6 and crops.shape == (3, 5)
     assert ds.stats()["unreadable"] == 1
     out, _ = to_device(ds.collate([ds[1], ds[0]]), "cpu")  # only whole files reach the decoder
     assert torch.isfinite(out).all()
+
+
+def _break_huffman_tables(path):
+    """Zero a JPEG's Huffman tables: markers, header and size stay whole (the worker's checks pass),
+    but the data cannot be decoded."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"\xff\xc4")
+    while i >= 0:
+        length = (data[i + 2] << 8) | data[i + 3]
+        data[i + 4:i + 2 + length] = bytes(length - 2)
+        i = data.find(b"\xff\xc4", i + 2 + length)
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_jpeg_replaces_its_pair_and_is_counted(frames_root, tmp_path, caplog):
+    root = tmp_path / "frames"
+    shutil.copytree(frames_root, root)
+    for t in range(20):
+        _break_huffman_tables(root / "class_0/video_1" / frame_name(t))
+    assert cv2.imread(str(root / "class_0/video_1" / frame_name(0))) is None  # the CPU path skips it
+    ds = dataset(str(root), True)
+    batch = ds.collate([ds[0], ds[1], ds[2]])
+    assert batch[1].tolist() == [0, 0, 0]  # got past the worker
+    with caplog.at_level("WARNING", logger="siammae.datasets.device_decode"):
+        out, skipped = to_device(batch, "cpu")
+    assert out.shape == (9, 2, 3, 48, 48) and torch.isfinite(out).all()
+    assert skipped.tolist() == [0, 3, 0]  # item 1's three pairs, each replaced by the batch's first pair
+    for p in (3, 4, 5):
+        assert torch.equal(out[p], out[0])
+    assert not torch.equal(out[6], out[0])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 6 and all("video_1" in m and "not a decodable JPEG" in m for m in messages)
+    whole = ds.collate([ds[0], ds[2]])
+    ref, _ = to_device(whole, "cpu")
+    assert torch.equal(out[:3], ref[:3]) and torch.equal(out[6:], ref[3:])  # the other pairs as decoded alone
+    with pytest.raises(RuntimeError, match="decoding 6 JPEG frames on cpu failed"):
+        to_device(ds.collate([ds[1]]), "cpu")
 
 
 def test_device_decode_needs_extracted_frames(tmp_path):
@@ -143,9 +180,9 @@ def test_cuda_decode_runs_on_a_side_stream_the_host_waits_for(monkeypatch):
     import datasets.device_decode as device_decode
 
     events = _FakeStreams(monkeypatch, device_decode).events
-    monkeypatch.setattr(device_decode, "_decode_crop", lambda *args: events.append(("decode",)) or _Output(events))
-    out = device_decode.decode_crop([], torch.zeros(0, 5, dtype=torch.int64), 8, "cuda:0")
-    assert isinstance(out, _Output)
+    monkeypatch.setattr(device_decode, "_decode_crop", lambda *args: events.append(("decode",)) or (_Output(events), []))
+    out, bad = device_decode.decode_crop([], torch.zeros(0, 5, dtype=torch.int64), 8, "cuda:0")
+    assert isinstance(out, _Output) and bad == []
     assert events == [("enter", "side"), ("decode",), ("exit", "side"), ("synchronize", "side"),
                       ("record_stream", "current")]
     events.clear()
@@ -188,8 +225,8 @@ def test_cuda_decode_empties_the_stream_before_each_decode_call(monkeypatch):
     monkeypatch.setattr(device_decode, "decode_jpeg",
                         lambda jpegs, **kw: events.append(f"decode {len(jpegs)}") or [torch.zeros(3, 2, 2)] * len(jpegs))
     monkeypatch.setattr(device_decode, "DECODE_CHUNK", 4)
-    images = device_decode._decode_jpegs([torch.zeros(1)] * 10, torch.device("cuda", 0))
-    assert len(images) == 10
+    images, bad = device_decode._decode_jpegs([torch.zeros(1)] * 10, torch.device("cuda", 0))
+    assert len(images) == 10 and bad == []
     assert events == ["synchronize", "decode 4", "synchronize", "decode 4", "synchronize", "decode 2"]
     events.clear()
     device_decode._decode_jpegs([torch.zeros(1)] * 10, torch.device("cpu"))

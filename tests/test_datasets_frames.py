@@ -43,6 +43,9 @@ def test_manifest_saved_with_a_byte_order_mark(tmp_path):
     frames.write_manifest(str(path), ROWS)
     path.write_bytes(b'\xef\xbb\xbf' + path.read_bytes())  # as a spreadsheet program saves UTF-8
     assert frames.read_manifest(str(path)) == sorted(ROWS, key=lambda r: r['path'])
+    path.write_bytes(path.read_bytes().replace(b'a', b'\xe9', 1))  # latin-1, as an old editor saves it
+    with pytest.raises(ValueError, match=r'manifest\.csv: not UTF-8 text'):
+        frames.read_manifest(str(path))
 
 
 def write_frame_folder(root, rel, num_frames):

@@ -43,3 +43,21 @@ def test_check_file(tmp_path):
         check_file(touch(tmp_path / 'empty.mp4', b''))
     with pytest.raises(UnreadableError, match='cannot stat'):
         check_file(str(tmp_path / 'missing.mp4'))
+
+
+def test_read_path_list_spaces_bom_and_encoding(tmp_path):
+    # Kinetics' class folders have spaces: a line naming a video is one path, with or without a label
+    (tmp_path / 'air drumming').mkdir()
+    (tmp_path / 'air drumming' / 'noext').write_bytes(b'x')
+    txt = tmp_path / 'train.txt'
+    txt.write_text('air drumming/a.mp4\nair drumming/b.mp4 3\nair drumming/noext\n')
+    paths, labels = read_path_list(str(txt))
+    assert paths == [str(tmp_path / 'air drumming' / n) for n in ('a.mp4', 'b.mp4', 'noext')]
+    assert labels == [None, '3', None]
+    bom = tmp_path / 'bom.csv'  # a spreadsheet's "CSV UTF-8": the header must still be recognised
+    bom.write_bytes('\ufeffpath,label\na.mp4,0\n'.encode('utf-8'))
+    assert read_path_list(str(bom)) == ([str(tmp_path / 'a.mp4')], ['0'])
+    latin = tmp_path / 'latin.txt'
+    latin.write_bytes('caf\xe9.mp4\n'.encode('latin-1'))
+    with pytest.raises(ValueError, match=r'latin\.txt: not UTF-8 text'):
+        read_path_list(str(latin))
