@@ -7,13 +7,16 @@ VIDEOS is a Kinetics-layout folder (root/<class>/<video>.mp4) or a .txt/.csv lis
 Writes FRAMES/<class>/<video>/000001.jpg ..., FRAMES/manifest.csv (path, num_frames, fps,
 height, width) and FRAMES/extract_report.csv (each skipped or truncated video and why).
 Resumable: finished videos are kept; a video is written into a hidden .partial folder and
-renamed when complete, so a killed run leaves no half-written folder behind as finished.
+renamed when complete, so a killed run leaves no half-written folder behind as finished. Each
+finished folder holds its manifest row and report line (.extract.json), and FRAMES/extract_options.json
+the options it was made with: resuming with another --fps, --short_side or --quality is an error.
 Frames are resampled to --fps when the video is faster (slower videos keep every frame and
 their own fps); the loader scales the frame gap by the fps in the manifest.
 """
 import argparse
 import collections
 import csv
+import json
 import multiprocessing
 import os
 import shutil
@@ -31,6 +34,8 @@ from datasets.sources import (VIDEO_EXTENSIONS, UnreadableError, read_path_list,
 from datasets.video import VideoClip  # noqa: E402
 
 REPORT_NAME = 'extract_report.csv'
+OPTIONS_NAME = 'extract_options.json'  # the options the frames were made with
+RECORD_NAME = '.extract.json'  # in each finished folder: its manifest row, status and reason
 
 
 def get_args_parser():
@@ -47,24 +52,41 @@ def get_args_parser():
 
 
 def list_jobs(src):
-    """[(video path, output folder relative to dst)]: class/video, extension dropped unless two
-    videos share a name (class/video.mp4 and class/video.avi keep it)."""
+    """[(video path, output folder relative to dst)]: the path relative to the source folder (a
+    list's own folder, or the folder common to its videos when some lie outside it), extension
+    dropped unless two videos share a name (class/video.mp4 and class/video.avi keep it). A video
+    listed twice is extracted once."""
     if os.path.isfile(src):
         paths, _ = read_path_list(src)
+        paths = [os.path.abspath(p) for p in dict.fromkeys(paths)]
         base = os.path.dirname(os.path.abspath(src))
+        if paths and any(os.path.relpath(p, base).startswith('..') for p in paths):
+            base = os.path.commonpath([os.path.dirname(p) for p in paths])
     else:
         paths, base = scan_folder(src, VIDEO_EXTENSIONS), os.path.abspath(src)
-    rels = []
-    for p in paths:
-        rel = os.path.relpath(os.path.abspath(p), base)
-        rels.append(os.path.join(os.path.basename(os.path.dirname(p)), os.path.basename(p))
-                    if rel.startswith('..') else rel)
+    if not paths:
+        raise FileNotFoundError(f'{src}: no video files found')
+    rels = [os.path.relpath(p, base) for p in paths]
     stems = [os.path.splitext(r)[0] for r in rels]
     clash = {s for s, n in collections.Counter(stems).items() if n > 1}
-    jobs = [(p, r if s in clash else s) for p, r, s in zip(paths, rels, stems)]
-    if not jobs:
-        raise FileNotFoundError(f'{src}: no video files found')
-    return jobs
+    return [(p, r if s in clash else s) for p, r, s in zip(paths, rels, stems)]
+
+
+def check_options(dst, args):
+    """Record the options that shape the frames in dst, or, resuming, refuse other ones: a manifest
+    mixing frame rates or sizes would mislead the loader's gap scaling."""
+    path = os.path.join(dst, OPTIONS_NAME)
+    options = dict(fps=args.fps, short_side=args.short_side, quality=args.quality)
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            saved = json.load(f)
+        changed = [f'--{k} {saved.get(k)} (now {v})' for k, v in options.items() if saved.get(k) != v]
+        if changed:
+            raise ValueError(f'{dst}: its frames were extracted with {", ".join(changed)}; '
+                             'resume with the same options or use another --dst')
+        return
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(options, f)
 
 
 def output_fps(src_fps, max_fps):
@@ -80,8 +102,20 @@ def resize_short_side(frame, short_side):
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
-def finished_row(src, folder, rel, args):
-    """Manifest row of a folder finished by an earlier run."""
+def finished(src, folder, rel, args):
+    """(status, manifest row, reason) of a folder finished by an earlier run, from its record; the
+    row alone, rebuilt, for a folder without one (written before records existed), or None."""
+    record = os.path.join(folder, RECORD_NAME)
+    if os.path.isfile(record):
+        with open(record, encoding='utf-8') as f:
+            r = json.load(f)
+        return r['status'], {**r['row'], 'path': rel}, r['reason']
+    row = legacy_row(src, folder, rel, args)
+    return None if row is None else ('extracted', row, '')
+
+
+def legacy_row(src, folder, rel, args):
+    """Manifest row of a finished folder that has no record: counted and measured."""
     n = sum(1 for f in os.listdir(folder) if f.endswith('.jpg'))
     first = cv2.imread(os.path.join(folder, frame_name(0)))
     if n == 0 or first is None:
@@ -93,25 +127,28 @@ def finished_row(src, folder, rel, args):
 
 
 def extract_one(job, args):
-    """Extract one video. Returns (status, row or None, reason): status 'done' (earlier run),
-    'extracted', 'truncated' (kept what decodes) or 'skipped'."""
+    """Extract one video. Returns (status, row or None, reason, earlier): status 'extracted',
+    'truncated' (kept what decodes) or 'skipped'; earlier, whether an earlier run finished it."""
     src, rel = job
     final = os.path.join(args.dst, rel)
     try:
         if os.path.isdir(final):
-            row = finished_row(src, final, rel, args)
-            if row is not None:
-                return 'done', row, ''
+            done = finished(src, final, rel, args)
+            if done is not None:
+                return (*done, True)
             shutil.rmtree(final)
         with VideoClip(src) as clip:
             seconds = clip.num_frames / clip.fps
             if seconds < args.min_seconds:
-                return 'skipped', None, f'too short: {seconds:.2f} s < {args.min_seconds:g} s'
-            return write_frames(clip, final, rel, args)
+                return 'skipped', None, f'too short: {seconds:.2f} s < {args.min_seconds:g} s', False
+            return (*write_frames(clip, final, rel, args), False)
     except UnreadableError as e:
-        return 'skipped', None, str(e).split(': ', 1)[-1]
+        return 'skipped', None, str(e).split(': ', 1)[-1], False
     except OSError as e:
-        return 'skipped', None, f'cannot write frames: {e}'
+        return 'skipped', None, f'cannot write frames: {e}', False
+    except Exception as e:  # e.g. cv2.error inside a damaged stream: one video must not end the run
+        lines = str(e).strip().splitlines() or ['']
+        return 'skipped', None, f'{type(e).__name__}: {lines[-1]}', False
 
 
 def write_frames(clip, final, rel, args):
@@ -135,16 +172,19 @@ def write_frames(clip, final, rel, args):
                 raise OSError(f'{tmp}: JPEG write failed')
             written += 1
         decoded += 1
-    if decoded / clip.fps < args.min_seconds:
+    if decoded == 0 or decoded / clip.fps < args.min_seconds:
         shutil.rmtree(tmp)
         reason = (f'too short: {decoded} decodable frames = {decoded / clip.fps:.2f} s '
                   f'< {args.min_seconds:g} s' if decoded else 'no decodable frames')
         return 'skipped', None, reason
-    os.rename(tmp, final)
     row = dict(path=rel, num_frames=written, fps=round(fps, 4), height=shape[0], width=shape[1])
+    status, reason = 'extracted', ''
     if decoded < clip.num_frames - 1:
-        return 'truncated', row, f'decoded {decoded} of {clip.num_frames} frames; kept them'
-    return 'extracted', row, ''
+        status, reason = 'truncated', f'decoded {decoded} of {clip.num_frames} frames; kept them'
+    with open(os.path.join(tmp, RECORD_NAME), 'w', encoding='utf-8') as f:
+        json.dump(dict(status=status, row=row, reason=reason), f)
+    os.rename(tmp, final)
+    return status, row, reason
 
 
 class Progress:
@@ -180,6 +220,7 @@ def _run_job(packed):
 def main(args):
     jobs = list_jobs(args.src)
     os.makedirs(args.dst, exist_ok=True)
+    check_options(args.dst, args)
     rows, report, counts = [], [], dict(done=0, extracted=0, truncated=0, skipped=0)
     progress = Progress(len(jobs))
     packed = [(job, args) for job in jobs]
@@ -190,8 +231,8 @@ def main(args):
     else:
         pool, results = None, map(_run_job, packed)
     try:
-        for n, ((src, _), (status, row, reason)) in enumerate(results, start=1):
-            counts[status] += 1
+        for n, ((src, _), (status, row, reason, earlier)) in enumerate(results, start=1):
+            counts['done' if earlier else status] += 1
             if row is not None:
                 rows.append(row)
             if reason:

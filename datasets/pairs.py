@@ -206,12 +206,15 @@ class PairDataset(Dataset):
                            self.source.paths[i], num_frames, gap_min, max(num_frames - 1, 0))
 
     def check(self):
-        """Raise ValueError if no file can be read (probing in order until one can)."""
+        """Raise ValueError if no file can be read (probing in order until one can), by the path
+        training takes (encoded: the worker's checks of the JPEG file too)."""
         first_error = None
         for i in range(len(self)):
             try:
                 with self.source.open(i) as clip:
                     clip.read([0])
+                    if self.encoded:
+                        clip.read_encoded([0])
                 return
             except (UnreadableError, cv2.error, OSError) as e:
                 self._flag_unreadable(i, e)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datasets import EncodedPairs, to_device
-from datasets.frames import FrameSource, frame_name, write_manifest
+from datasets.frames import FrameSource, frame_name, read_manifest, write_manifest
 from datasets.pairs import PairDataset
 from datasets.synthetic import coordinate_frame
 from datasets.video import VideoSource
@@ -231,3 +231,15 @@ def test_cuda_decode_empties_the_stream_before_each_decode_call(monkeypatch):
     events.clear()
     device_decode._decode_jpegs([torch.zeros(1)] * 10, torch.device("cpu"))
     assert events == ["decode 4", "decode 4", "decode 2"]  # the CPU decoder has no stream to wait for
+
+
+def test_the_check_before_training_takes_the_encoded_path(frames_root, tmp_path):
+    """--gpu_decode: a data set whose every frame fails the worker's checks (here: a manifest that
+    swapped height and width) is a one-line error before training, as on the CPU path."""
+    root = tmp_path / "frames"
+    shutil.copytree(frames_root, root)
+    rows = [dict(r, height=r["width"], width=r["height"]) for r in read_manifest(str(root / "manifest.csv"))]
+    write_manifest(str(root / "manifest.csv"), rows)
+    dataset(str(root), False).check()  # decoding alone does not look at the manifest's size
+    with pytest.raises(ValueError, match=r"none of the 3 files is readable \(first: .*but the manifest says"):
+        dataset(str(root), True).check()
