@@ -16,9 +16,9 @@ from torch.utils.tensorboard import SummaryWriter
 import models_vit
 import util.lr_sched as lr_sched
 from util.args import autocast
-from util.checkpoint import (LAST, compact_keys, encoder_state_dict, find_resume, is_training_checkpoint,
-                             load_checkpoint, load_exact, load_matching, model_state_dict, restore_training_state,
-                             save_atomic, training_state)
+from util.checkpoint import (LAST, compact_keys, encoder_state_dict, find_resume, is_mae_training_checkpoint,
+                             is_training_checkpoint, load_checkpoint, load_exact, load_matching, model_state_dict,
+                             restore_training_state, save_atomic, training_state)
 from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_sum, broadcast_buffers, distribute,
                         get_world_size, is_main_process, log_scalars, logger)
 from util.optim import NonFiniteLoss, backward, micro_batch, optimizer_step
@@ -119,7 +119,7 @@ def resume_path(args):
 def check_same_run(path, ckpt, args):
     """A one-line error when the checkpoint to continue is a pre-training one (a shared --output_dir); a
     warning when it continues a run started from other --finetune weights (not read when continuing)."""
-    saved = ckpt.get("args") if is_training_checkpoint(ckpt) else None
+    saved = ckpt.get("args") if is_training_checkpoint(ckpt) or is_mae_training_checkpoint(ckpt) else None
     if saved is None:
         return
     if not hasattr(saved, "nb_classes"):
@@ -202,9 +202,10 @@ def load_pretrained(model, state_dict, source, head_std):
 
 
 def restore(path, ckpt, model, optimizer, scaler, args):
-    """Continue from one of our training checkpoints, or (--eval, or a weights-only file) load
-    weights that must fit the model exactly. Returns the first epoch to run."""
-    if is_training_checkpoint(ckpt) and not args.eval:
+    """Continue from one of our training checkpoints (or one of MAE's, at the epoch after its own), or
+    (--eval, or a weights-only file) load weights that must fit the model exactly. Returns the first
+    epoch to run."""
+    if (is_training_checkpoint(ckpt) or is_mae_training_checkpoint(ckpt)) and not args.eval:
         epoch, _ = restore_training_state(ckpt, model, optimizer, scaler, path)
         logger.info(f"resumed from {path} at epoch {epoch}")
         return epoch

@@ -7,8 +7,9 @@ import torch
 import models_mae
 import models_siammae
 import models_vit
-from util.checkpoint import (_resample_patch_kernel, encoder_state_dict, is_training_checkpoint, load_checkpoint,
-                             load_exact, load_matching, model_state_dict, restore_training_state, save_atomic)
+from util.checkpoint import (_resample_patch_kernel, encoder_state_dict, is_mae_training_checkpoint,
+                             is_training_checkpoint, load_checkpoint, load_exact, load_matching, model_state_dict, restore_training_state, save_atomic,
+                             training_state)
 
 MAE = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4,
            decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=4)
@@ -124,12 +125,14 @@ def test_training_checkpoint_with_namespace_round_trip(tmp_path):
     opt = torch.optim.AdamW(model.parameters(), betas=(0.9, 0.95))
     model(torch.randn(1, 2, 3, 32, 32), mask_ratio=0.75)[0].backward()
     opt.step()
-    ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3,
-            "args": argparse.Namespace(model="x", frame_gap=[4, 48]), "rng": torch.get_rng_state()}
+    ckpt = training_state(model, opt, None, 3, 0, argparse.Namespace(model="x", frame_gap=[4, 48]))
     path = str(tmp_path / "checkpoint-last.pth")
     save_atomic(ckpt, path)
     loaded = load_checkpoint(path)
     assert is_training_checkpoint(loaded) and loaded["args"].frame_gap == [4, 48]
+    mae_format = {k: loaded[k] for k in ("model", "optimizer", "epoch", "scaler", "args")}  # MAE's save_model
+    assert not is_training_checkpoint(mae_format) and is_mae_training_checkpoint(mae_format)
+    assert not is_mae_training_checkpoint(loaded) and not is_mae_training_checkpoint({"model": loaded["model"]})
     fresh = siammae()
     load_exact(fresh, loaded["model"], path)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))

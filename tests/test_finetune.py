@@ -84,6 +84,20 @@ def args_for(**kw):
                                  "finetune": "ckpt", **kw})
 
 
+def test_a_checkpoint_of_maes_own_fine_tuning_continues_at_the_next_epoch(image_folder, siammae_checkpoint, tmp_path):
+    """MAE's main_finetune.py saves the epoch it has just finished (and resumes at epoch + 1), with no
+    iteration and no random streams: continued here as MAE would."""
+    path, _ = siammae_checkpoint
+    run(image_folder, tmp_path / "ours", "--finetune", path, "--epochs", "1")
+    ours = load_checkpoint(str(tmp_path / "ours" / LAST))
+    mae_format = {k: ours[k] for k in ("model", "optimizer", "scaler", "args")}
+    mae_format["epoch"] = 0  # MAE: the epoch just trained
+    (tmp_path / "mae").mkdir()
+    torch.save(mae_format, tmp_path / "mae" / "checkpoint-0.pth")
+    run(image_folder, tmp_path / "cont", "--epochs", "2", "--resume", str(tmp_path / "mae" / "checkpoint-0.pth"))
+    assert [line["epoch"] for line in log_lines(tmp_path / "cont")] == [1]
+
+
 def test_siammae_encoder_initialises_the_classifier(siammae_checkpoint):
     path, siammae = siammae_checkpoint
     pretrained = engine_finetune.pretrained_encoder(path)

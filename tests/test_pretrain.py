@@ -145,6 +145,19 @@ def test_resume_from_released_mae_checkpoint(videos, tmp_path):
     assert torch.equal(model.blocks[3].attn.qkv.weight, mae.blocks[3].attn.qkv.weight)
 
 
+def test_resume_from_a_checkpoint_of_maes_own_training_initialises_the_weights(videos, tmp_path):
+    """MAE's main_pretrain.py saves model, optimizer, epoch, scaler and args: its optimizer belongs to
+    another model, so such a file initialises weights, as a released one does."""
+    mae = models_mae.mae_vit_tiny_patch16(img_size=64, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
+    optimizer = torch.optim.AdamW(mae.parameters())
+    path = tmp_path / "checkpoint-40.pth"
+    torch.save({"model": mae.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 40, "scaler": {},
+                "args": argparse.Namespace(model="mae_vit_tiny_patch16")}, path)
+    model = run(videos, tmp_path / "out", "--epochs", "1", "--resume", str(path), "--blr", "0")
+    assert torch.equal(model.blocks[3].attn.qkv.weight, mae.blocks[3].attn.qkv.weight)
+    assert json.loads(open(tmp_path / "out" / "log.txt").readline())["epoch"] == 0
+
+
 def test_resume_from_wrong_architecture_or_junk_is_a_clear_error(videos, tmp_path):
     run(videos, tmp_path / "a", "--epochs", "1")
     ours = str(tmp_path / "a" / "checkpoint-last.pth")

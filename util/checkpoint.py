@@ -71,8 +71,15 @@ def save_atomic(obj, path):
 
 
 def is_training_checkpoint(ckpt):
-    """True for a checkpoint written by our training loops (model + optimizer + epoch)."""
-    return isinstance(ckpt, dict) and {"model", "optimizer", "epoch"} <= set(ckpt)
+    """True for a checkpoint written by our training loops (training_state: model, optimizer, epoch,
+    iteration, random streams)."""
+    return isinstance(ckpt, dict) and {"model", "optimizer", "epoch", "iteration", "rng"} <= set(ckpt)
+
+
+def is_mae_training_checkpoint(ckpt):
+    """True for a checkpoint written by MAE's own training scripts (model, optimizer, the epoch just
+    finished; no position inside it, no random streams)."""
+    return isinstance(ckpt, dict) and {"model", "optimizer", "epoch"} <= set(ckpt) and not is_training_checkpoint(ckpt)
 
 
 def model_state_dict(ckpt, source="checkpoint"):
@@ -228,7 +235,8 @@ def _rng_states_of_all_ranks():
 
 
 def restore_training_state(ckpt, model, optimizer, scaler, source="checkpoint"):
-    """Inverse of training_state. Returns (start_epoch, start_iteration)."""
+    """Inverse of training_state. Returns (start_epoch, start_iteration). An MAE-format training
+    checkpoint continues as MAE's --resume does: at the epoch after the saved one, streams reseeded."""
     load_exact(model, ckpt["model"], source)
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -237,16 +245,19 @@ def restore_training_state(ckpt, model, optimizer, scaler, source="checkpoint"):
                          f"with other options or by an earlier version): {e}") from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
+    mae = is_mae_training_checkpoint(ckpt)
+    epoch, it = (int(ckpt["epoch"]) + 1, 0) if mae else (ckpt["epoch"], ckpt["iteration"])
     states = ckpt.get("rng") or []
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if len(states) != world:  # another process count: continue, not bit-exactly
+    if len(states) != world:  # MAE's format, or another process count: continue, not bit-exactly
         logging.getLogger("siammae").warning(
-            f"{source}: saved by {len(states)} processes, resumed by {world}: random streams reseeded")
-        seed = hash((ckpt["epoch"], ckpt.get("iteration", 0), rank)) % 2 ** 31
+            f"{source}: " + ("MAE's training format (no random streams): continuing at epoch {epoch}, " if mae
+                             else f"saved by {len(states)} processes, resumed by {world}: ") + "random streams reseeded")
+        seed = hash((epoch, it, rank)) % 2 ** 31
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)
-        return ckpt["epoch"], ckpt.get("iteration", 0)
+        return epoch, it
     rng = states[rank]
     if "torch" in rng:
         torch.set_rng_state(rng["torch"])
@@ -257,4 +268,4 @@ def restore_training_state(ckpt, model, optimizer, scaler, source="checkpoint"):
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return ckpt["epoch"], ckpt.get("iteration", 0)
+    return epoch, it
