@@ -17,16 +17,17 @@ import importlib
 import math
 import os
 import sys
-import zlib
 
 import submitit
 
 from util.checkpoint import find_resume
+from util.misc import master_port
 
 CODE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAINS = ("main_pretrain_siam", "main_finetune", "main_linprobe")
 DEFAULT_MAIN = "main_pretrain_siam"
 DEFAULT_JOB_DIR = os.path.join("jobs", "%j")
+LOCAL_MAX_REQUEUES = 5  # submitit's local controller starts a job at most 6 times (submitit.local.local.Controller.run)
 
 
 # ---------------------------------------------------------------- arguments
@@ -83,8 +84,9 @@ def get_args_parser(main_module):
     g.add_argument("--cpus_per_task", default=10, type=int, help="SLURM CPUs per process")
     g.add_argument("--signal_delay_s", default=120, type=int,
                    help="the checkpoint/requeue signal (USR2) comes this long before the time limit")
-    g.add_argument("--max_num_timeout", default=30, type=int,
-                   help="how many times a timed-out job requeues itself at most")
+    g.add_argument("--max_num_timeout", default=None, type=int,
+                   help=f"how many times a timed-out or pre-empted job requeues itself at most (default 30; "
+                        f"--cluster local: {LOCAL_MAX_REQUEUES}, the most submitit's local controller restarts a job)")
     g.add_argument("--dry_run", action="store_true", help="print what would be submitted, submit nothing")
     return parser
 
@@ -111,6 +113,12 @@ def finish_args(args, parser):
         parser.error("--cluster debug runs a single process: use --tasks_per_node 1 (or --ngpus 0/1)")
     if args.timeout <= 0:
         parser.error("--timeout must be positive (minutes)")
+    most = LOCAL_MAX_REQUEUES if args.cluster == "local" else None
+    if args.max_num_timeout is None:
+        args.max_num_timeout = most or 30
+    elif most is not None and args.max_num_timeout > most:
+        parser.error(f"--cluster local requeues a job at most {most} times (submitit's local controller "
+                     f"starts it 6 times in all): --max_num_timeout {args.max_num_timeout} cannot be kept")
     if args.cluster != "debug" and args.signal_delay_s >= args.timeout * 60:
         parser.error(f"--signal_delay_s {args.signal_delay_s} must be shorter than --timeout "
                      f"({args.timeout} min): the checkpoint signal comes that long before the limit")
@@ -133,12 +141,6 @@ def finish_args(args, parser):
 
 
 # ---------------------------------------------------------------- the job
-def master_port(job_id):
-    """A port for the rendezvous, the same in every task of a job and across its requeues (no
-    salted hash()): 20000-29999, below Linux's ephemeral range."""
-    return 20000 + zlib.crc32(str(job_id).encode()) % 10000
-
-
 class Trainer:
     """The callable submitit runs in every task of the job. It holds only the parsed arguments and
     the name of the main module, so it pickles small and the requeued copy is a fresh start."""
@@ -151,19 +153,24 @@ class Trainer:
         self._resolve_paths(job_env.job_id)
         args = copy.deepcopy(self.args)
         self._setup_distribution(args, job_env)
-        args.resume = find_resume(getattr(args, "output_dir", ""), getattr(args, "resume", ""))
         print(f"{job_env}: running {args.main}.main in {os.getcwd()}, output_dir {args.output_dir}"
-              + (f", resuming from {args.resume}" if getattr(args, "resume", "") else ""), flush=True)
+              + self._resume_note(args), flush=True)
         return import_main(args.main).main(args)
 
     def checkpoint(self):
         """Called by submitit (task 0) on the pre-emption/time-out signal: requeue a fresh Trainer
-        with the same arguments, pointed at output_dir/checkpoint-last.pth when it exists (the mains
-        also pick that file up by themselves). The training state is whatever the main last saved."""
-        args = copy.deepcopy(self.args)
-        args.resume = find_resume(getattr(args, "output_dir", ""), getattr(args, "resume", ""))
-        print(f"checkpoint(): requeuing {args.main}; it resumes from {args.resume or 'scratch'}", flush=True)
-        return submitit.helpers.DelayedSubmission(type(self)(args))
+        with the same arguments. The mains themselves continue from output_dir/checkpoint-last.pth
+        when it exists (and --eval from --resume first: the launcher leaves that choice to them), so
+        the training state is whatever the main last saved."""
+        print(f"checkpoint(): requeuing {self.args.main}" + self._resume_note(self.args), flush=True)
+        return submitit.helpers.DelayedSubmission(type(self)(copy.deepcopy(self.args)))
+
+    @staticmethod
+    def _resume_note(args):
+        if getattr(args, "eval", False):
+            return ""
+        path = find_resume(getattr(args, "output_dir", ""), getattr(args, "resume", ""))
+        return f"; it resumes from {path}" if path else ""
 
     def _resolve_paths(self, job_id):
         """%j in output_dir/log_dir becomes the job id (the same after a requeue). job_dir stays as given:

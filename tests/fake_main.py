@@ -31,7 +31,7 @@ def main(args):
         init_distributed_mode(args)
         rank, world = args.rank, args.world_size
         total = all_reduce_sum(rank + 1)
-    record = {"pid": os.getpid(), "start": start, "resume": args.resume, "rank": rank, "world": world,
+    record = {"pid": os.getpid(), "start": start, "resume": path, "resume_arg": args.resume, "rank": rank, "world": world,
               "sum_ranks_plus_one": total, "gpu": getattr(args, "gpu", None), "dist_url": args.dist_url,
               "env": {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                      "MASTER_PORT")}}

@@ -1,6 +1,8 @@
-"""util.misc (logging set-up) and util.optim (accumulation)."""
+"""util.misc (logging set-up, the SLURM rendezvous) and util.optim (accumulation)."""
 import contextlib
 import os
+
+import pytest
 
 from util import misc, optim
 
@@ -58,3 +60,24 @@ def test_broadcast_buffers_gives_every_process_the_first_ones(tmp_path):
     import torch.multiprocessing
     torch.multiprocessing.spawn(_broadcast_in_process, args=(str(tmp_path / "init"), str(tmp_path / "r")), nprocs=2)
     assert [(tmp_path / f"r.{rank}").read_text() for rank in (0, 1)] == ["[1.0, 1.0, 1.0] 10"] * 2
+
+
+def test_srun_started_processes_find_their_rendezvous(tmp_path, monkeypatch):
+    """`srun python main_*.py` (no torchrun, no submitit): MASTER_ADDR is the job's first node, from
+    scontrol (a stand-in here), MASTER_PORT the job id's port, the same in every task; set values stay."""
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text('#!/bin/sh\n[ "$1 $2 $3" = "show hostnames gpu[07-08]" ] && printf "gpu07\\ngpu08\\n"; exit 0\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    env = {"SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "1234"}
+    misc.slurm_rendezvous(env)
+    assert env["MASTER_ADDR"] == "gpu07" and env["MASTER_PORT"] == str(misc.master_port("1234"))
+    assert 20000 <= misc.master_port("1234") < 30000 and misc.master_port("1234") != misc.master_port("1235")
+    kept = {"SLURM_JOB_NODELIST": "gpu[07-08]", "MASTER_ADDR": "head", "MASTER_PORT": "29500"}
+    misc.slurm_rendezvous(kept)
+    assert kept["MASTER_ADDR"] == "head" and kept["MASTER_PORT"] == "29500"
+    with pytest.raises(RuntimeError, match=r"no host in the node list 'other\[1-2\]'"):
+        misc.slurm_rendezvous({"SLURM_JOB_NODELIST": "other[1-2]"})
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError, match="pass --dist_url tcp://HOST:PORT"):
+        misc.slurm_rendezvous({"SLURM_JOB_NODELIST": "gpu[07-08]"})

@@ -17,7 +17,7 @@ import main_pretrain_siam
 import models_mae
 from datasets.synthetic import make_frames_folder, make_image_folder, make_video_folder
 from util.optim import NonFiniteLoss
-from util.checkpoint import encoder_state_dict, load_checkpoint
+from util.checkpoint import encoder_state_dict, load_checkpoint, save_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--model", "siammae_vit_tiny_patch16", "--input_size", "64", "--mask_ratio", "0.75",
@@ -225,6 +225,8 @@ def test_kill_during_checkpoint_write_leaves_previous_loadable(tmp_path):
     proc.wait()
     ckpt = load_checkpoint(str(path))
     assert ckpt["epoch"] >= 0
+    save_atomic({"epoch": 99}, str(path))  # the next save (a requeued job's) leaves no temporary file behind
+    assert os.listdir(tmp_path) == ["checkpoint-last.pth"] and load_checkpoint(str(path))["epoch"] == 99
 
 
 def torchrun(videos, out, *extra):

@@ -190,7 +190,7 @@ def test_trainer_sets_up_distribution_and_checkpoint_requeues_a_resuming_trainer
     delayed = trainer.checkpoint()
     assert isinstance(delayed, submitit.helpers.DelayedSubmission)
     assert isinstance(delayed.function, sp.Trainer) and delayed.function is not trainer
-    assert delayed.function.args.resume == os.path.join(out, LAST)
+    assert delayed.function.args.resume == ""  # the main picks checkpoint-last.pth up itself
     assert delayed.function.args.output_dir == out and delayed.function.args.steps == 3
     delayed.dump(tmp_path / "requeued.pkl")  # as submitit does: through cloudpickle
     requeued = submitit.helpers.DelayedSubmission.load(tmp_path / "requeued.pkl")
@@ -201,6 +201,34 @@ def test_trainer_sets_up_distribution_and_checkpoint_requeues_a_resuming_trainer
 def test_checkpoint_without_a_checkpoint_file_keeps_resume(tmp_path):
     _, args = sp.parse_args([*FAKE, *LOCAL_CPU, "--output_dir", str(tmp_path), "--resume", "init.pth"])
     assert sp.Trainer(args).checkpoint().function.args.resume == "init.pth"
+
+
+def test_local_jobs_requeue_at_most_as_often_as_submitits_local_controller_allows():
+    assert sp.parse_args([*FAKE, *LOCAL_CPU])[1].max_num_timeout == sp.LOCAL_MAX_REQUEUES == 5
+    assert sp.parse_args([*FAKE, "--ngpus", "1"])[1].max_num_timeout == 30  # SLURM
+    assert sp.parse_args([*FAKE, *LOCAL_CPU, "--max_num_timeout", "2"])[1].max_num_timeout == 2
+    with pytest.raises(SystemExit):
+        sp.parse_args([*FAKE, *LOCAL_CPU, "--max_num_timeout", "30"])
+    import inspect
+    from submitit.local.local import Controller
+    assert inspect.signature(Controller.run).parameters["max_retry"].default == sp.LOCAL_MAX_REQUEUES + 1
+
+
+def test_the_launcher_leaves_resume_to_the_main(tmp_path, monkeypatch, clean_env):
+    """--eval --resume X evaluates X even when output_dir holds a checkpoint-last.pth (the mains'
+    rule): the Trainer passes --resume through unchanged, at the first start and at a requeue."""
+    local_job_env(monkeypatch, 77)
+    save_atomic({"step": 2}, str(tmp_path / LAST))
+    _, args = sp.parse_args(["--main", "main_finetune", *LOCAL_CPU, "--output_dir", str(tmp_path), "--eval",
+                             "--resume", "mae_finetuned.pth", "--data_path", "x"])
+    seen = []
+    monkeypatch.setattr(sp, "import_main", lambda name: argparse.Namespace(main=lambda a: seen.append(a.resume)))
+    trainer = sp.Trainer(args)
+    trainer()
+    trainer.checkpoint().function()
+    assert seen == ["mae_finetuned.pth", "mae_finetuned.pth"]
+    import engine_finetune
+    assert engine_finetune.resume_path(args) == "mae_finetuned.pth"
 
 
 def test_debug_executor_runs_in_process(tmp_path, monkeypatch, clean_env):

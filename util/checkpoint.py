@@ -50,10 +50,12 @@ def load_checkpoint(path):
 
 def save_atomic(obj, path):
     """torch.save to a temporary file beside path, fsync, then rename over path: a crash
-    during the save leaves the previous file whole."""
+    during the save leaves the previous file whole. The temporary name is fixed (one writer per
+    path: the first process), so a file left by a killed save is overwritten by the next one
+    rather than piling up at each requeue."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = f"{path}.tmp"
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)

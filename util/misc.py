@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import random
+import subprocess
 import sys
 import time
+import zlib
 from collections import defaultdict, deque
 
 import numpy as np
@@ -31,9 +33,11 @@ def init_distributed_mode(args):
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         args.rank, args.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         args.gpu = int(os.environ.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
+    elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:  # srun python main_*.py
         args.rank, args.world_size = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
-        args.gpu = args.rank % max(torch.cuda.device_count(), 1)
+        args.gpu = int(os.environ.get("SLURM_LOCALID", args.rank % max(torch.cuda.device_count(), 1)))
+        if args.dist_url == "env://":
+            slurm_rendezvous(os.environ)
     else:
         args.distributed, args.rank, args.world_size, args.gpu = False, 0, 1, 0
         return
@@ -45,6 +49,29 @@ def init_distributed_mode(args):
     dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=args.dist_url,
                             world_size=args.world_size, rank=args.rank, timeout=DIST_TIMEOUT)
     dist.barrier()
+
+
+def master_port(job_id):
+    """A port for the rendezvous, the same in every task of a job and across its requeues (no
+    salted hash()): 20000-29999, below Linux's ephemeral range."""
+    return 20000 + zlib.crc32(str(job_id).encode()) % 10000
+
+
+def slurm_rendezvous(env):
+    """MASTER_ADDR (the job's first node, from scontrol) and MASTER_PORT (master_port of the job id) in
+    env, unless set: what env:// needs when srun starts the processes itself."""
+    if "MASTER_ADDR" not in env:
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
+        try:
+            out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise RuntimeError(f"SLURM task without MASTER_ADDR: 'scontrol show hostnames {nodes}' failed ({e}); "
+                               "set MASTER_ADDR and MASTER_PORT, or pass --dist_url tcp://HOST:PORT") from None
+        if not out:
+            raise RuntimeError(f"SLURM task without MASTER_ADDR: no host in the node list '{nodes}'")
+        env["MASTER_ADDR"] = out[0]
+    env.setdefault("MASTER_PORT", str(master_port(env.get("SLURM_JOB_ID", "0"))))
 
 
 def is_dist_avail_and_initialized():
