@@ -79,7 +79,7 @@ def time_ms(fn, device, reps, warmup_s):
     while calls < 3 or time.perf_counter() - t0 < warmup_s:
         fn()
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         calls += 1
     times = []
     for _ in range(reps):
@@ -88,7 +88,7 @@ def time_ms(fn, device, reps, warmup_s):
             start.record()
             fn()
             end.record()
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
             times.append(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()

@@ -134,7 +134,7 @@ def time_loader(dataset, workers, args):
         pairs += frames.shape[0] * frames.shape[1]
         skipped += int(n_skipped.sum())
     if args.device.startswith('cuda'):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(args.device)
     return pairs, time.perf_counter() - start, time.process_time() - cpu_start, skipped
 
 

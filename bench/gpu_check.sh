@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check for a session lent a device machine (issue 7): one call, at most BUDGET (480) s;
-# sections run in the order named, and a section is skipped when the budget cannot cover it.
+# sections run in the order named; each bench command has a ceiling (seconds) and is skipped, with a line in
+# stderr.txt, when less than that is left; one that runs past its ceiling is stopped and logged as such.
 #
 #   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual (= step, curve) nvjpeg
 #                                             data (= loader, feed) autotune models
@@ -45,12 +46,17 @@ if [ -n "${SMOKE:-}" ]; then  # the same commands at tiny sizes, on the CPU
 else
   TINY=(); ROWS=16384; WORKERS=1,14; PAIRS=6000; DEV=cuda; ATTN=(); PROP=(--devices cuda --bf16); CURVE=()
 fi
-limit() { local left=$((BUDGET - SECONDS)); echo $(( $1 < left ? $1 : left )); }
-py() {  # py SECONDS script args...: run a bench script within the budget, keep its JSON lines
-  local t; t=$(limit "$1")
-  if [ "$t" -lt 20 ]; then echo "skipped (time budget): ${*:2}" | tee -a "$ERR"; return 1; fi
+fits() {  # fits SECONDS what...: true when the budget has SECONDS left, else log the skip
+  if [ $((BUDGET - SECONDS)) -ge "$1" ]; then return 0; fi
+  echo "skipped (time budget: $((BUDGET - SECONDS)) s left, $1 s needed): ${*:2}" | tee -a "$ERR"; return 1
+}
+py() {  # py SECONDS script args...: run a bench script with that ceiling, keep its JSON lines
+  fits "$@" || return 1
   echo "== ${SECONDS}s: ${*:2}" >> "$ERR"
-  timeout "$t" python3 "${@:2}" 2>>"$ERR" | grep '^{' | tee -a "$LOG"
+  timeout "$1" python3 "${@:2}" 2>>"$ERR" | grep '^{' | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 124 ]; then echo "timed out after $1 s: ${*:2}" | tee -a "$ERR"; fi
+  return "$rc"
 }
 step() { py "$1" bench/train_step.py "${@:2}" "${TINY[@]}"; }
 S16=(--model siammae_vit_small_patch16 --batch_size 256 --amp bf16)  # the issue's reference configuration
@@ -86,6 +92,7 @@ PY
 }
 nvjpeg() {  # nvJPEG on this machine: batches of 8, 64 and 256 frames against the CPU decoder, each in
             # its own process (a device-side fault must not hide the next one), then an index check
+  fits 200 nvjpeg || return
   make_frames
   for n in 8 64 256; do
     timeout 60 python3 - "$DEV" "$n" <<'PY' 2>>"$ERR" | tee -a "$LOG"
@@ -119,7 +126,7 @@ data() {  # the loader alone, then the compiled step fed by it
 }
 feed() {  # the compiled step fed by pre-training's loader: CPU decode (the target), then --gpu_decode (the
           # first run pays the compile: 140 s on a fresh machine, 55 s once Inductor's cache is warm)
-  [ "$(limit 120)" -ge 120 ] || { echo "skipped (time budget): feed" | tee -a "$ERR"; return; }
+  fits 200 feed || return
   make_frames
   local d=(--repeated_sampling 2 --data_path /tmp/frames --num_workers 14 --data_steps 300 --compile "${KEEP[@]}")
   step 200 "${S16[@]}" "${d[@]}"

@@ -59,7 +59,12 @@ def synthetic_batches(args, n, device):
 def real_batches(args):
     """Batches of the pre-training loader, epoch after epoch."""
     dataset = build_pretrain_dataset(args)
-    loader, sampler = main_pretrain_siam.build_loader(dataset, args, args.batch_size // args.repeated_sampling)
+    videos = args.batch_size // args.repeated_sampling
+    if len(dataset) < videos:
+        raise ValueError(f"{args.data_path}: {len(dataset)} videos, fewer than one batch of {videos} "
+                         f"(--batch_size {args.batch_size} / --repeated_sampling {args.repeated_sampling}); "
+                         "the loader would yield nothing")
+    loader, sampler = main_pretrain_siam.build_loader(dataset, args, videos)
     for epoch in itertools.count():
         sampler.set_epoch(epoch)
         yield from loader
@@ -187,7 +192,7 @@ def costliest_ops(prof, cuda, top=20):
 
 def sync(device):
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def dynamo_graphs():
@@ -210,7 +215,7 @@ def run(args):
         train_one_epoch(step_model, itertools.islice(batches, args.warmup_steps), optimizer, device, 0,
                         scaler, args, iters_per_epoch=iters)
         if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(device)
         sync(device)
         t0 = time.perf_counter()
         train_one_epoch(step_model, itertools.islice(batches, steps), optimizer, device, 0,
@@ -262,4 +267,7 @@ def run(args):
 
 
 if __name__ == "__main__":
-    run(get_args_parser().parse_args())
+    try:
+        run(get_args_parser().parse_args())
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")

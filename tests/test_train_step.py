@@ -1,6 +1,7 @@
 """The optimised step equals the plain computation, and the step benchmark keeps running on the CPU."""
 import math
 
+import pytest
 import torch
 
 import models_siammae
@@ -63,6 +64,18 @@ def test_benchmark_times_the_real_loader_too(tmp_path):
     # the loader alone (no model) outruns the step it feeds; its ratio is to the same synthetic rate
     assert out["loader_pairs_per_s"] > out["data_pairs_per_s"]
     assert abs(out["loader_vs_synthetic"] - out["loader_pairs_per_s"] / out["pairs_per_s"]) < 0.01
+
+
+def test_a_data_set_smaller_than_one_batch_is_an_error_not_a_hang(tmp_path):
+    frames = make_frames_folder(str(tmp_path / "frames"), num_videos=3, num_frames=8, size=(72, 96))
+    args = train_step.get_args_parser().parse_args(
+        ["--batch_size", "8", "--repeated_sampling", "2", "--data_path", frames, "--num_workers", "0",
+         "--input_size", "64", "--device", "cpu"])
+    with pytest.raises(ValueError, match=r"3 videos, fewer than one batch of 4 \(--batch_size 8 / --repeated_sampling 2\)"):
+        next(train_step.real_batches(args))
+    args.batch_size = 6  # 3 videos: one batch
+    frames_batch, skipped = next(train_step.real_batches(args))
+    assert frames_batch.shape[:2] == (3, 2) and skipped.shape == (3,)
 
 
 def test_compiled_model_loss_and_gradients_equal_eager():
