@@ -2,7 +2,8 @@
 """What a loader worker spends on one frame: decoding its JPEG, cropping and resizing, laying it out.
 
 On a frame of --frame_size (textured, saved as a JPEG of --quality, as datasets/extract_frames.py does)
-prints one JSON line of ms per frame, each the best of --rounds:
+prints one JSON line of ms per frame, each the best of --rounds (the candidates of a comparison take turns
+within each round):
 - decoding with OpenCV (what the workers use), Pillow and torchvision (on the CPU);
 - crop and resize over random-resized-crop boxes (scale 0.5-1, as datasets.transforms.draw_pair_crop)
   with bilinear and with area averaging; the share of boxes that shrink (both sides >= input_size);
@@ -66,14 +67,18 @@ def moveaxis_layout(frame):
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(frame[..., ::-1], -1, -3)))
 
 
-def best_ms(fn, items, rounds):
-    """The best over rounds of the mean ms per call of fn(item) over items."""
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for item in items:
-            fn(item)
-        best = min(best, (time.perf_counter() - t) / len(items) * 1e3)
+def best_ms(fns, items, rounds):
+    """{name: the best over rounds of the mean ms per call of fn(item) over items}. The candidates take
+    turns within each round (in a rotated order), so warm-up and a busy machine's noise do not fall on
+    whichever is timed first."""
+    best = dict.fromkeys(fns, float("inf"))
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            for item in items:
+                fns[name](item)
+            best[name] = min(best[name], (time.perf_counter() - t) / len(items) * 1e3)
     return best
 
 
@@ -83,7 +88,7 @@ def decode_ms(jpeg, rounds, reps=50):
     decoders = {"decode_opencv": lambda _: cv2.imdecode(data, cv2.IMREAD_COLOR),
                 "decode_pillow": lambda _: np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")),
                 "decode_torchvision": lambda _: decode_jpeg(tensor)}
-    return {name: best_ms(fn, range(reps), rounds) for name, fn in decoders.items()}
+    return best_ms(decoders, range(reps), rounds)
 
 
 def main(args):
@@ -98,12 +103,12 @@ def main(args):
     boxes = [draw_pair_crop(rng, height, width)[0] for _ in range(args.boxes)]
     shrinking = [b for b in boxes if b[2] >= size and b[3] >= size]
     ms = decode_ms(jpeg.tobytes(), args.rounds)
-    for name, fn in (("bilinear", fixed(cv2.INTER_LINEAR)), ("area", fixed(cv2.INTER_AREA)),
-                     ("area_rule", area_rule), ("crop_resize", crop_resize)):
-        ms[name] = best_ms(lambda box, fn=fn: fn(img, box, size), boxes, args.rounds)
+    resizes = {"bilinear": fixed(cv2.INTER_LINEAR), "area": fixed(cv2.INTER_AREA), "area_rule": area_rule,
+               "crop_resize": crop_resize}
+    ms.update(best_ms({name: lambda box, fn=fn: fn(img, box, size) for name, fn in resizes.items()}, boxes,
+                      args.rounds))
     crops = [crop_resize(img, b, size) for b in boxes[:50]]
-    ms["layout"] = best_ms(to_uint8_tensor, crops, args.rounds)
-    ms["moveaxis_layout"] = best_ms(moveaxis_layout, crops, args.rounds)
+    ms.update(best_ms({"layout": to_uint8_tensor, "moveaxis_layout": moveaxis_layout}, crops, args.rounds))
     diff = [np.abs(fixed(cv2.INTER_LINEAR)(img, b, size).astype(np.float32) - fixed(cv2.INTER_AREA)(img, b, size)).mean()
             for b in shrinking]
     frame_ms = ms["decode_opencv"] + ms["crop_resize"] + ms["layout"]
