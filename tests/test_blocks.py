@@ -82,3 +82,13 @@ def test_attention_backend_choice_sets_the_flags_and_rejects_unknown_names():
     finally:
         set_attention_backend("auto")
     assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+
+
+def test_cross_self_block_is_cross_then_self_then_mlp():
+    torch.manual_seed(0)
+    blk = CrossSelfBlock(32, 4).eval()
+    x, ctx = torch.randn(2, 5, 32), torch.randn(2, 9, 32)
+    y = x + blk.cross_attn(blk.norm_q(x), blk.norm_kv(ctx))
+    y = y + blk.attn(blk.norm1(y))
+    y = y + blk.mlp(blk.norm2(y))
+    torch.testing.assert_close(blk(x, ctx), y)

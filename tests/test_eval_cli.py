@@ -214,3 +214,11 @@ def test_progress_lines_give_rate_and_eta(monkeypatch, capsys):
     assert first == "[1/2] a: 10 frames in 5.0s (2.0 frames/s), ETA 0:00:15"
     assert second == "[2/2] b: 30 frames in 15.0s (2.0 frames/s), running mIoU 0.500, ETA 0:00:00"
     assert capsys.readouterr().out.splitlines() == [first, second]
+
+
+def test_propagation_defaults_are_table_4b():
+    for module, (k, r) in ((davis_propagate, (7, 20)), (jhmdb_propagate, (7, 20)), (vip_propagate, (10, 8))):
+        parser = argparse.ArgumentParser(parents=[module.get_args_parser()])
+        args = argparse.Namespace(**{a.dest: parser.get_default(a.dest) for a in parser._actions})
+        assert cli.propagation_kwargs(args) == dict(topk=k, temperature=0.1, queue=20, radius=r,
+                                                    restrict_first=False, window="circle")

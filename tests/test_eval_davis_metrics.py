@@ -9,6 +9,7 @@ from eval import davis_metrics as dm
 from eval.davis_data import load_sequence, read_sequence_names
 from eval.files import InputError, read_indexed_png, write_indexed_png
 from eval.synthetic import write_davis_set
+from types import SimpleNamespace
 
 
 def half_plane(top, size=100):
@@ -120,3 +121,12 @@ def test_bad_results_name_the_file(davis, tmp_path):
     os.remove(bad)
     with pytest.raises(InputError, match=r"00002\.png: missing result PNG"):
         dm.evaluate_sequence(seq, str(tmp_path))
+
+
+def test_j_and_f_mean_is_the_mean_of_j_and_f(monkeypatch):
+    j = np.array([[1.0, 1.0, 1.0], [0.2, 0.4, 0.6]])
+    f = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    monkeypatch.setattr(dm, "evaluate_sequence", lambda seq, d: (j, f))
+    scores, _ = dm.evaluate([SimpleNamespace(name="s")], "unused")
+    assert scores["J-Mean"] == pytest.approx((1 + 0.4) / 2) and scores["F-Mean"] == pytest.approx(0.5)
+    assert scores["J&F-Mean"] == pytest.approx((0.7 + 0.5) / 2)

@@ -140,3 +140,14 @@ def test_norm_mask_scales_each_label_to_unit_range_before_the_argmax():
     scaled = np.stack([(c - c.min()) / (c.max() - c.min()) if c.max() > 0 else c for c in up])
     np.testing.assert_array_equal(normed.numpy(), scaled.argmax(0))
     assert normed.eq(1).any() and not normed.eq(2).any()
+
+
+def test_queue_frames_carry_labels_when_the_first_frame_is_out_of_reach():
+    h, w, n_frames, n_labels = 5, 12, 6, 4
+    world_w = w + n_frames
+    labels0 = F.one_hot(torch.randint(0, n_labels, (h, w)), n_labels).float()
+    feats = torch.stack([position_features(h, w, t, world_w) for t in range(n_frames)])
+    outs = propagate(feats, labels0, topk=1, temperature=0.1, queue=3, radius=2, restrict_first=True)
+    for t, soft in enumerate(outs, start=1):  # from frame 2 on the first frame's match is >= 2 columns away
+        seen = w - t
+        assert torch.equal(soft[:, :seen].argmax(-1), labels0[:, t:].argmax(-1)), t

@@ -164,3 +164,28 @@ def test_decoder_mlp_ratio_sets_the_decoder_mlps_only():
     assert model.decoder_blocks[0].mlp.fc1.weight.shape == (8 * 32, 32)
     assert model.blocks[0].mlp.fc1.weight.shape == (4 * 64, 64)
     assert tiny().decoder_blocks[0].mlp.fc1.weight.shape == (4 * 32, 32)  # default: the encoder's ratio
+
+
+def test_siammae_loss_is_normalised_mse_on_f2_masked_patches():
+    model = models_siammae.siammae_vit_tiny_patch16(img_size=32, patch_size=8, depth=1, decoder_embed_dim=32,
+                                                    decoder_depth=1, decoder_num_heads=4)
+    assert model.norm_pix_loss is True  # the paper's and README's default
+    frames = torch.randn(2, 2, 3, 32, 32)
+    torch.manual_seed(0)
+    loss, pred, mask = model(frames)
+    # independent: patches of f2 by slicing, per-patch normalised
+    t = frames[:, 1].unfold(2, 8, 8).unfold(3, 8, 8)  # (N, C, h, w, p, q)
+    t = t.permute(0, 2, 3, 4, 5, 1).reshape(2, 16, 192)
+    t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** .5
+    per_patch = ((pred - t) ** 2).mean(-1)
+    torch.testing.assert_close(loss, per_patch[mask.bool()].mean())
+
+
+def test_model_call_leaves_f1_whole_by_default():
+    model = models_siammae.siammae_vit_tiny_patch16(img_size=32, patch_size=8, depth=1, decoder_embed_dim=32,
+                                                    decoder_depth=1, decoder_num_heads=4)
+    seen = []
+    real = model.mask_frame
+    model.mask_frame = lambda x, r: seen.append(r) or real(x, r)
+    model(torch.randn(1, 2, 3, 32, 32))
+    assert seen == [0.0, 0.95]

@@ -28,3 +28,11 @@ def test_resize_pos_embed():
     assert torch.equal(out[:, 0], table[:, 0])
     # smooth table: resampling keeps values close to the original's range
     assert out.abs().max() <= 1.2
+
+
+def test_resized_pos_embed_keeps_the_row_code_of_each_row():
+    table = torch.from_numpy(get_2d_sincos_pos_embed(32, 4, cls_token=True))[None]
+    out = resize_pos_embed(table, (4, 8))[0, 1:].reshape(4, 8, 32)  # rows not resampled
+    src = table[0, 1:].reshape(4, 4, 32)
+    for r in range(4):  # second half of the channels encodes the row: unchanged and constant along the row
+        torch.testing.assert_close(out[r, :, 16:], src[r, :1, 16:].expand(8, 16), rtol=0, atol=1e-5)

@@ -76,6 +76,8 @@ def test_resume_between_epochs_is_exact(videos, tmp_path, amp):
     assert (ckpt["scaler"] is None) == (amp == "none")
     resumed = weights(run(videos, tmp_path / "b", "--epochs", "2", "--amp", amp))  # picks up checkpoint-last.pth
     assert_same(straight, resumed)
+    ends = [load_checkpoint(str(tmp_path / d / "checkpoint-last.pth"))["scaler"] for d in "ab"]
+    assert ends[0] == ends[1]  # fp16: the scale and its growth tracker continue as in the straight run
 
 
 @pytest.mark.parametrize("accum, stop, position", [("1", "4", (1, 1)), ("2", "2", (0, 2)), ("1", "3", (1, 0)),
@@ -319,6 +321,7 @@ def test_defaults_are_the_papers_table_4a_in_effective_epochs():
     assert (args.repeated_sampling, args.blr, args.weight_decay, args.mask_ratio, args.mask_ratio_f1,
             tuple(args.frame_gap), args.model, args.decoder) == (
         2, 1.5e-4, 0.05, 0.95, 0.0, (4, 48), "siammae_vit_small_patch16", "cross_self")
+    assert args.norm_pix_loss is True  # Table 4a's target: normalised pixels
 
 
 def test_weight_decay_groups_are_maes():
