@@ -1,4 +1,5 @@
-"""Fixtures shared by the classification tests (fine-tuning, linear probing)."""
+"""Fixtures and helpers shared by several test files: the classification tests (fine-tuning, linear
+probing) and the checks of ImageNet normalisation against hand-written statistics."""
 import os
 
 import numpy as np
@@ -36,3 +37,32 @@ def siammae_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "siammae.pth"
     torch.save({"model": model.state_dict()}, path)
     return str(path), model
+
+
+# ImageNet statistics written out by hand (torchvision / MAE), RGB order: tests compare the code's
+# normalisation against these, not against the constants the code imports.
+MEAN_RGB = (0.485, 0.456, 0.406)
+STD_RGB = (0.229, 0.224, 0.225)
+
+
+def hand_normalised(rgb):
+    """(r, g, b) uint8 -> the ImageNet-normalised float vector, computed here."""
+    return torch.tensor([(c / 255 - m) / s for c, m, s in zip(rgb, MEAN_RGB, STD_RGB)])
+
+
+def captured_run(module, image_folder, out, monkeypatch, *extra):
+    """Run a classification main (main_finetune / main_linprobe) up to engine_finetune.fit and return
+    what fit would have been given: model, criterion, optimizer and keyword arguments."""
+    import argparse
+
+    import engine_finetune
+    seen = {}
+
+    def fake_fit(model, criterion, optimizer, scaler, loaders, device, args, **kw):
+        seen.update(model=model, criterion=criterion, optimizer=optimizer, **kw)
+        return {}
+    monkeypatch.setattr(engine_finetune, "fit", fake_fit)
+    argv = ["--data_path", image_folder, "--output_dir", str(out), "--model", "vit_tiny_patch16", "--input_size",
+            "16", "--batch_size", "2", "--num_workers", "0", "--device", "cpu", *extra]
+    module.main(argparse.ArgumentParser(parents=[module.get_args_parser()]).parse_args(argv))
+    return seen

@@ -9,6 +9,8 @@ from PIL import Image, ImageOps
 from timm.data import auto_augment
 
 from util.datasets_cls import EpochKeyed, finetune_transform
+import main_finetune
+from util.datasets_cls import build_mixup
 
 
 def _args(aa):
@@ -86,3 +88,36 @@ def test_no_auto_augment_and_an_unknown_policy():
     assert "RandAugment" not in names and names == [type(t).__name__ for t in finetune_transform(_args("")).transforms]
     with pytest.raises(ValueError, match="--aa rund-m9: not an auto-augment policy"):
         finetune_transform(_args("rund-m9"))
+
+
+def mixup_args(**kw):
+    parser = argparse.ArgumentParser(parents=[main_finetune.get_args_parser()])
+    args = parser.parse_args([])
+    args.nb_classes = 10
+    for k, v in kw.items():
+        setattr(args, k, v)
+    return args
+
+
+def test_mixup_probability_and_switch_are_not_swapped():
+    """Kills FT1. mixup_prob 1, switch 0, mixup and cutmix on: every batch is mixed (never left
+    alone) and always by mixup, so every pixel is a blend lam * x + (1 - lam) * x.flip(0)."""
+    fn = build_mixup(mixup_args(mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.0))
+    np.random.seed(0)
+    for _ in range(5):
+        x = torch.rand(4, 3, 8, 8)
+        mixed, target = fn(x.clone(), torch.tensor([0, 1, 2, 3]))
+        # target[0] = lam * smooth(0) + (1 - lam) * smooth(3), smooth(k) = 0.01 + 0.9 * onehot(k)
+        lam = (float(target[0, 0]) - 0.01) / 0.9
+        assert not torch.allclose(mixed, x)
+        torch.testing.assert_close(mixed, lam * x + (1 - lam) * x.flip(0), rtol=1e-5, atol=1e-5)
+
+
+def test_mixup_targets_carry_label_smoothing():
+    """Kills FT3. Smoothing 0.1 over 10 classes, no mixing (mixup_prob 0): off 0.1 / 10 = 0.01,
+    on 1 - 0.1 + 0.01 = 0.91."""
+    fn = build_mixup(mixup_args(mixup=0.8, mixup_prob=0.0, smoothing=0.1))
+    _, target = fn(torch.rand(2, 3, 8, 8), torch.tensor([3, 7]))
+    expected = torch.full((2, 10), 0.01)
+    expected[0, 3] = expected[1, 7] = 0.91
+    torch.testing.assert_close(target, expected)

@@ -249,3 +249,24 @@ def test_loader_workers_do_not_hang_after_opencv_ran_threaded_in_the_parent(tmp_
                          cwd=root, env={**os.environ, 'PYTHONPATH': root})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == '(2, 2, 2, 3, 32, 32)'
+
+
+def test_repeated_sampling_draws_a_new_frame_pair_for_each_repeat():
+    """Kills P1/P4 (the R pairs cut from one frame pair): over R = 6 pairs of a 200-frame video the
+    first frames are not all the same."""
+    frames, _ = PairDataset(ArraySource([200]), input_size=16, repeated_sampling=6, seed=0)[0]
+    firsts = {int(frames[k, 0, 0, 0, 0]) for k in range(6)}  # R channel, uint8 RGB: the frame index
+    assert len(firsts) > 1
+
+
+def test_unreadable_item_is_replaced_by_a_random_item():
+    """Kills P3 (always the next index replaces it, so that neighbour is over-sampled)."""
+    source = ArraySource([60] * 20, bad=[0])
+    dataset = PairDataset(source, input_size=16, seed=0)
+    replacements = []
+    for epoch in range(8):
+        source.opened.clear()
+        _, n_skipped = dataset[(epoch, 0)]
+        assert n_skipped == 1
+        replacements.append(source.opened[-1])
+    assert 0 not in replacements and len(set(replacements)) > 1

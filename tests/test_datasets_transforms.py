@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from datasets.synthetic import coordinate_frame
+from conftest import hand_normalised
 from datasets.transforms import (IMAGENET_MEAN, crop_resize, denormalize, paired_crop,
                                  random_resized_box, to_tensor, to_uint8_tensor)
 
@@ -88,3 +89,20 @@ def test_to_uint8_tensor_reverses_channels_and_moves_them_first(shape):
 def test_to_uint8_tensor_rejects_views_without_three_channels():
     with pytest.raises(ValueError, match=r'\(\.\.\., H, W, 3\)'):
         to_uint8_tensor(np.zeros((2, 8, 8, 4), np.uint8))
+
+
+def test_to_tensor_gives_rgb_normalised_by_hand_written_imagenet_statistics():
+    """Kills T1/T2 (mean or std in BGR order): the constants are written out here, not imported."""
+    bgr = np.zeros((1, 4, 4, 3), np.uint8)
+    bgr[..., 0], bgr[..., 1], bgr[..., 2] = 30, 120, 250  # B, G, R
+    out = to_tensor(bgr)[0, :, 0, 0]
+    torch.testing.assert_close(out, hand_normalised((250, 120, 30)), rtol=1e-5, atol=1e-6)
+
+
+def test_random_resized_box_aspect_ratio_is_log_uniform():
+    """Kills T7 (aspect uniform in [3/4, 4/3] rather than its log): log-uniform is symmetric, so half
+    the boxes are wider than tall; uniform gives (4/3 - 1) / (4/3 - 3/4) = 4/7 ~ 0.571 of them wider."""
+    rng = np.random.default_rng(0)
+    boxes = [random_resized_box(rng, 1000, 1000) for _ in range(4000)]
+    wider = np.mean([w > h for _, _, h, w in boxes])
+    assert abs(wider - 0.5) < 0.03  # binomial sd 0.008

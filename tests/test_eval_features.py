@@ -6,6 +6,9 @@ import torch.nn as nn
 
 from eval.features import IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, load_encoder, network_size
 from eval.files import InputError
+import torch.nn.functional as F
+import models_vit
+from conftest import hand_normalised
 
 
 def test_network_size_keeps_aspect_and_rounds_to_the_patch():
@@ -65,3 +68,31 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     with pytest.raises(InputError) as e:
         load_encoder(str(junk))
     assert "junk.pth" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_extractor_feeds_rgb_with_per_channel_imagenet_statistics():
+    """Kills F4 (channels reversed before the network), T1/T2 (mean/std in BGR order)."""
+    red = np.zeros((1, 8, 8, 3), np.uint8)
+    red[..., 0] = 255  # pure red, RGB frame as eval.files.read_rgb gives it
+    feats = FeatureExtractor(PixelModel())(red, (8, 8))
+    expected = hand_normalised((255, 0, 0))  # [(1-.485)/.229, -.456/.224, -.406/.225]
+    torch.testing.assert_close(feats[0, 0, 0], expected / expected.norm(), rtol=1e-5, atol=1e-6)
+
+
+def test_vit_features_are_the_last_block_normed_patch_tokens():
+    """Kills F1 (no final norm), F2 (last patch dropped instead of [CLS]), F3 (second-to-last block):
+    forward_features against the ViT pipeline composed here by hand from the model's own parts."""
+    torch.manual_seed(0)
+    model = models_vit.VisionTransformer(img_size=16, patch_size=8, embed_dim=32, depth=2, num_heads=4).eval()
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 1.5)
+        model.norm.bias.uniform_(-0.5, 0.5)
+        x = torch.randn(2, 3, 16, 16)
+        tokens = model.patch_embed(x) + model.pos_embed[:, 1:]
+        cls = (model.cls_token + model.pos_embed[:, :1]).expand(2, -1, -1)
+        t = torch.cat([cls, tokens], dim=1)
+        for blk in model.blocks:
+            t = blk(t)
+        t = F.layer_norm(t, (32,), model.norm.weight, model.norm.bias, eps=1e-6)
+        expected = t[:, 1:].reshape(2, 2, 2, 32)  # [CLS] is token 0; row-major 2x2 grid
+        torch.testing.assert_close(model.forward_features(x), expected)

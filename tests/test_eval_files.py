@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from eval.davis_data import Sequence, first_annotation
 from eval.files import (InputError, atomic_path, default_palette, list_files, read_indexed_png, write_csv,
                         write_indexed_png)
 
@@ -49,3 +50,30 @@ def test_list_files_errors(tmp_path):
         list_files(str(tmp_path / "missing"), ".png")
     with pytest.raises(InputError, match=r"no \*.png annotations"):
         list_files(str(tmp_path), ".png", "annotations")
+
+
+def write_p_png(path, indices, palette_rgb=None):
+    im = Image.fromarray(np.asarray(indices, np.uint8), mode="P")
+    flat = [0] * 768
+    for k, rgb in (palette_rgb or {}).items():
+        flat[3 * k:3 * k + 3] = rgb
+    im.putpalette(flat)
+    im.save(path)
+
+
+def test_first_annotation_counts_objects_by_the_highest_id_without_void(tmp_path):
+    """Kills D2 (objects counted as distinct ids). Official DAVIS: n = max id of the first mask, void
+    (255) excluded: ids {0, 1, 3} -> 3 objects; {0, 2, 255} -> 2."""
+    for ids, n in (([0, 1, 3], 3), ([0, 2, 255], 2)):
+        path = str(tmp_path / f"{n}.png")
+        write_p_png(path, np.array([ids, ids], np.uint8))
+        assert first_annotation(Sequence("s", [], [path], (2, 3)))[2] == n
+
+
+def test_read_indexed_png_keeps_the_files_own_palette(tmp_path):
+    """Kills D4 (the DAVIS default palette always returned, so results lose the dataset's colours)."""
+    path = str(tmp_path / "a.png")
+    write_p_png(path, np.array([[0, 1]], np.uint8), {1: [10, 20, 30]})
+    indices, palette = read_indexed_png(path)
+    np.testing.assert_array_equal(indices, [[0, 1]])
+    np.testing.assert_array_equal(palette[3:6], [10, 20, 30])

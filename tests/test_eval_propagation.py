@@ -151,3 +151,11 @@ def test_queue_frames_carry_labels_when_the_first_frame_is_out_of_reach():
     for t, soft in enumerate(outs, start=1):  # from frame 2 on the first frame's match is >= 2 columns away
         seen = w - t
         assert torch.equal(soft[:, :seen].argmax(-1), labels0[:, t:].argmax(-1)), t
+
+
+def test_grid_to_labels_resizes_to_the_annotation_by_pixel_centres():
+    """Kills U2 ('nearest' instead of 'nearest-exact'). Labels [0, 1, 2] (width 3) to width 2: output
+    pixel centres 0.5 and 1.5 map to source x 0.75 and 2.25, i.e. pixels 0 and 2 -> [0, 2]
+    ('nearest' takes floor(i * 1.5): pixels 0 and 1)."""
+    soft = torch.eye(3)[None]  # (h=1, w=3, K=3): cell j is label j
+    np.testing.assert_array_equal(grid_to_labels(soft, (1, 3), (1, 2)).numpy(), [[0, 2]])

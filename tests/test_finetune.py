@@ -13,7 +13,7 @@ import engine_finetune
 import main_finetune
 import models_mae
 import models_vit
-from conftest import DECODER, TINY
+from conftest import DECODER, TINY, captured_run
 from util.checkpoint import LAST, load_checkpoint, save_atomic, training_state
 
 def run(image_folder, out, *extra):
@@ -177,3 +177,28 @@ def test_a_shared_output_dir_or_other_weights_are_clear_errors(image_folder, sia
     assert open(tmp_path / "ft" / "train.log").read().count(warning) == 1
     run(image_folder, tmp_path / "ft", "--finetune", path, "--epochs", "3")  # the same weights: no warning
     assert open(tmp_path / "ft" / "train.log").read().count(warning) == 1
+
+
+def test_finetune_defaults_are_maes():
+    """Kills FT4, FT9, FT10: MAE's main_finetune.py defaults: layer_decay 0.75, drop_path 0.1,
+    smoothing 0.1, mixup_prob 1.0, mixup_switch_prob 0.5, global pool."""
+    args = argparse.ArgumentParser(parents=[main_finetune.get_args_parser()]).parse_args([])
+    assert (args.layer_decay, args.drop_path, args.smoothing) == (0.75, 0.1, 0.1)
+    assert (args.mixup_prob, args.mixup_switch_prob, args.global_pool) == (1.0, 0.5, True)
+
+
+def test_finetune_applies_layer_decay_and_drop_path(image_folder, tmp_path, monkeypatch):
+    """Kills FT5 (layer_decay not passed to the parameter groups), FT6 (drop_path not passed to the
+    model), FT11 (the same rate in every block). ViT-Ti: 12 blocks, so 13 layers; MAE's rule
+    lr_scale = layer_decay ** (13 - layer_id): blocks.0 (id 1) 0.5 ** 12, patch_embed (id 0) 0.5 ** 13,
+    head (id 13) 1; stochastic depth linear from 0 (block 0) to drop_path (block 11)."""
+    seen = captured_run(main_finetune, image_folder, tmp_path, monkeypatch, "--layer_decay", "0.5", "--drop_path", "0.3")
+    model, optimizer = seen["model"], seen["optimizer"]
+    scale = {id(p): g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+    assert scale[id(model.blocks[0].attn.qkv.weight)] == pytest.approx(0.5 ** 12)
+    assert scale[id(model.patch_embed.proj.weight)] == pytest.approx(0.5 ** 13)
+    assert scale[id(model.head.weight)] == pytest.approx(1.0)
+    rate = lambda blk: getattr(blk.drop_path, "drop_prob", 0.0)
+    assert rate(model.blocks[-1]) == pytest.approx(0.3)
+    assert rate(model.blocks[0]) == 0.0
+    assert rate(model.blocks[6]) == pytest.approx(0.3 * 6 / 11)

@@ -11,6 +11,7 @@ import engine_finetune
 import main_linprobe
 from util.checkpoint import load_checkpoint
 from util.lars import LARS
+from conftest import captured_run
 
 
 def run(image_folder, out, *extra):
@@ -100,3 +101,12 @@ def test_output_dir_checkpoint_is_resumed(image_folder, siammae_checkpoint, tmp_
     run(image_folder, tmp_path, "--finetune", siammae_checkpoint[0], "--epochs", "1")
     run(image_folder, tmp_path, "--finetune", "not-read-when-resuming.pth", "--epochs", "2")
     assert [json.loads(line)["epoch"] for line in open(tmp_path / "log.txt")] == [0, 1]
+
+
+def test_linprobe_optimizer_holds_only_the_head(image_folder, tmp_path, monkeypatch):
+    """Kills L3 (every parameter handed to the optimizer): only the BatchNorm-less linear layer trains."""
+    seen = captured_run(main_linprobe, image_folder, tmp_path, monkeypatch)
+    model, optimizer = seen["model"], seen["optimizer"]
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(model.head[1].weight), id(model.head[1].bias)}
+    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("head."))

@@ -78,3 +78,13 @@ def test_loss_only_on_masked_patches():
     assert model.forward_loss(imgs, pred, mask).item() == pytest.approx(0., abs=1e-10)
     pred[:, :5] += 1.
     assert model.forward_loss(imgs, pred, mask).item() == pytest.approx(1., rel=1e-5)
+
+
+def test_mask_token_initialised_like_mae():
+    """Kills MM3. MAE: torch.nn.init.normal_(self.mask_token, std=.02); 512 draws give std within
+    a few % of 0.02."""
+    torch.manual_seed(0)
+    model = models_mae.MaskedAutoencoderViT(img_size=16, patch_size=8, embed_dim=32, depth=1, num_heads=4,
+                                            decoder_embed_dim=512, decoder_depth=1, decoder_num_heads=4)
+    assert 0.017 < float(model.mask_token.detach().std()) < 0.023
+    assert abs(float(model.mask_token.detach().mean())) < 0.004

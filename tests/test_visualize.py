@@ -12,6 +12,7 @@ import models_mae
 import models_siammae
 import visualize
 from datasets.synthetic import textured_frames, write_video
+from conftest import hand_normalised
 
 TINY = dict(img_size=32, patch_size=8, depth=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
 S = 32 + visualize.PAD  # a panel and its padding
@@ -120,3 +121,42 @@ def test_reconstruction_grid_undoes_the_patch_normalisation_and_keeps_the_mode()
     model.forward = lambda *a, **kw: seen.append(kw) or forward(*a, **kw)
     visualize.reconstruction_grid(model, frames, 0.5, mask_ratio_f1=0.5)  # the symmetric ablation's masking
     assert seen == [{"mask_ratio": 0.5, "mask_ratio_f1": 0.5}]
+
+
+def test_reconstruction_grid_columns(monkeypatch):
+    """Kills VZ2 (prediction shown without f2's visible patches pasted) and VZ6 (f2 shown as f1).
+    A stand-in forward: the prediction a constant colour, the right half of the 4x4 patch grid
+    removed. Checked on the lower half of each panel (the labels sit at the top)."""
+    model = models_siammae.siammae_vit_tiny_patch16(img_size=32, patch_size=8, depth=1, decoder_embed_dim=32,
+                                                    decoder_depth=1, decoder_num_heads=4, norm_pix_loss=False)
+    c1, c2, cp = (200, 30, 60), (20, 180, 90), (90, 60, 220)
+
+    def image(rgb):
+        return hand_normalised(rgb).view(3, 1, 1).expand(3, 32, 32)
+    frames = torch.stack([image(c1), image(c2)])[None]  # (1, 2, 3, 32, 32)
+    mask = torch.tensor([[0, 0, 1, 1]] * 4, dtype=torch.float32).reshape(1, 16)  # 1: removed
+    pred = model.patchify(image(cp)[None])
+    monkeypatch.setattr(model, "forward", lambda f, mask_ratio, mask_ratio_f1=0.0: (torch.zeros(()), pred, mask))
+    grid = visualize.reconstruction_grid(model, frames, 0.5).astype(int)
+    pad = visualize.PAD
+
+    def region(col, left):
+        x0 = pad + col * (32 + pad) + (0 if left else 16)
+        return grid[pad + 16:pad + 32, x0:x0 + 16]
+
+    def is_colour(block, rgb):
+        return np.abs(block - np.array(rgb)).max() <= 1
+    assert is_colour(region(0, True), c1) and is_colour(region(0, False), c1)  # f1
+    assert is_colour(region(1, True), c2) and is_colour(region(1, False), (128, 128, 128))  # masked f2
+    assert is_colour(region(2, True), c2) and is_colour(region(2, False), cp)  # prediction, visible pasted
+    assert is_colour(region(3, True), c2) and is_colour(region(3, False), c2)  # f2
+
+
+def test_attention_input_returns_rgb_for_the_picture():
+    """Kills VZ5 (the BGR frame drawn as if RGB): a pure blue BGR frame is blue in the RGB panel."""
+    bgr = np.zeros((16, 16, 3), np.uint8)
+    bgr[..., 0] = 255  # blue in OpenCV's BGR
+    rgb, x = visualize.attention_input(bgr, 16, 8)
+    assert rgb.shape == (16, 16, 3)
+    np.testing.assert_array_equal(rgb[0, 0], [0, 0, 255])
+    torch.testing.assert_close(x[0, :, 0, 0], hand_normalised((0, 0, 255)), rtol=1e-5, atol=1e-6)
