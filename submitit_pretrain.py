@@ -12,6 +12,7 @@ MASTER_ADDR, MASTER_PORT; dist_url='env://'). On pre-emption or time-out, submit
 continues from ``output_dir/checkpoint-last.pth``, the file every main saves and resumes from.
 """
 import argparse
+import contextlib
 import copy
 import importlib
 import math
@@ -176,8 +177,9 @@ class Trainer:
         """%j in output_dir/log_dir becomes the job id (the same after a requeue). job_dir stays as given:
         submitit's local controller makes that folder with '%j' unexpanded at each start; if empty, it goes."""
         literal = self.args.job_dir
-        if self.args.cluster == "local" and "%j" in literal and os.path.isdir(literal) and not os.listdir(literal):
-            os.rmdir(literal)
+        if self.args.cluster == "local" and "%j" in literal:
+            with contextlib.suppress(OSError):  # not there, not empty, or removed by another task just now
+                os.rmdir(literal)
         for name in ("output_dir", "log_dir"):
             value = getattr(self.args, name, None)
             if isinstance(value, str) and "%j" in value:

@@ -115,14 +115,16 @@ def test_flop_count_includes_the_fused_cpu_attention(monkeypatch):
     args = train_step.get_args_parser().parse_args(["--batch_size", "2", "--input_size", "64", "--device", "cpu"])
     model = models_siammae.siammae_vit_tiny_patch16(img_size=64, decoder_depth=2, decoder_embed_dim=64,
                                                     decoder_num_heads=4)
-    fused = train_step.count_flops_per_pair(model, args, torch.device("cpu"))
+    fused, fused_model = train_step.count_flops_per_pair(model, args, torch.device("cpu"))
     monkeypatch.setattr(util.blocks.F, "scaled_dot_product_attention", naive_sdpa)
-    plain = train_step.count_flops_per_pair(model, args, torch.device("cpu"))
+    plain, plain_model = train_step.count_flops_per_pair(model, args, torch.device("cpu"))
     # per pair, 2 * heads * Lq * Lk * head_dim for each call: 17 tokens (16 patches + [CLS]) in f1 and in
     # the decoder, 1 in the masked f2 (no patch kept at 95% of 16); encoder 12 x 3 heads of 64, decoder 2 x
     # (self + cross) x 4 heads of 16
     recompute = 12 * 2 * 3 * (17 * 17 + 1 * 1) * 64 + 2 * 2 * (2 * 4 * 17 * 17 * 16)
     assert fused - plain == recompute
+    # "model FLOPs" leave the recomputation out: the fused count then equals attention written as matmuls
+    assert fused_model == plain_model == plain
 
 
 def test_profile_kernel_kinds():
