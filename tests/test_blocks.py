@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -92,3 +94,13 @@ def test_cross_self_block_is_cross_then_self_then_mlp():
     y = y + blk.attn(blk.norm1(y))
     y = y + blk.mlp(blk.norm2(y))
     torch.testing.assert_close(blk(x, ctx), y)
+
+
+def test_attention_map_is_softmax_of_scaled_scores():
+    from util.blocks import Attention
+    torch.manual_seed(0)
+    attn = Attention(32, num_heads=4, qkv_bias=True)
+    x = torch.randn(2, 6, 32)
+    q, k, _ = attn.qkv(x).reshape(2, 6, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    expected = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(8), dim=-1)  # head_dim 8
+    torch.testing.assert_close(attn.attention_map(x), expected, rtol=1e-5, atol=1e-6)

@@ -1,10 +1,15 @@
-"""util.misc (logging set-up, the SLURM rendezvous) and util.optim (accumulation)."""
+"""util.misc (logging set-up, the SLURM rendezvous) and util.optim (accumulation, clipping, the
+command-line wrapper)."""
+import argparse
 import contextlib
 import os
+import sys
 
 import pytest
+import torch
 
 from util import misc, optim
+from util.optim import NonFiniteLoss, optimizer_step, run_script
 
 
 def test_setting_up_logging_again_closes_the_former_log_file(tmp_path):
@@ -81,3 +86,30 @@ def test_srun_started_processes_find_their_rendezvous(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(RuntimeError, match="pass --dist_url tcp://HOST:PORT"):
         misc.slurm_rendezvous({"SLURM_JOB_NODELIST": "gpu[07-08]"})
+
+
+def test_optimizer_step_clips_the_gradient_norm_and_returns_it():
+    """grad (3, 4): norm 5; clipped to 1 -> (0.6, 0.8); SGD lr 1 from (0, 0) -> (-0.6, -0.8)."""
+    p = torch.nn.Parameter(torch.zeros(2))
+    model = torch.nn.Module()
+    model.p = p
+    opt = torch.optim.SGD([p], lr=1.0)
+    p.grad = torch.tensor([3.0, 4.0])
+    norm = optimizer_step(model, opt, None, clip_grad=1.0)
+    assert float(norm) == pytest.approx(5.0)
+    torch.testing.assert_close(p.detach(), torch.tensor([-0.6, -0.8]))
+    assert p.grad is None  # zeroed for the next accumulation
+
+
+def test_run_script_turns_a_non_finite_loss_into_a_one_line_error(tmp_path, monkeypatch):
+    def get_args_parser():
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--output_dir", default=str(tmp_path / "o"))
+        return parser
+
+    def main(args):
+        raise NonFiniteLoss("non-finite loss at epoch 0, iteration 3")
+
+    monkeypatch.setattr(sys, "argv", ["x"])
+    with pytest.raises(SystemExit, match="error: non-finite loss at epoch 0, iteration 3"):
+        run_script("t", get_args_parser, main)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -189,3 +191,97 @@ def test_model_call_leaves_f1_whole_by_default():
     model.mask_frame = lambda x, r: seen.append(r) or real(x, r)
     model(torch.randn(1, 2, 3, 32, 32))
     assert seen == [0.0, 0.95]
+
+
+def siam(**kw):
+    return models_siammae.siammae_vit_tiny_patch16(**{**TINY, **kw}).eval()
+
+
+def test_joint_encoder_lets_f1_tokens_see_f2_and_siam_does_not():
+    torch.manual_seed(0)
+    frames = torch.randn(1, 2, 3, 64, 64)
+    other = frames.clone()
+    other[:, 1] = torch.randn_like(other[:, 1])  # another f2: its visible patches differ
+    for encoder, depends in (("joint", True), ("siam", False)):
+        model = siam(encoder=encoder)
+        torch.manual_seed(1)
+        (l1, _, _), _ = model.forward_encoder(frames, 0.75, 0.0)
+        torch.manual_seed(1)
+        (l1_other, _, _), _ = model.forward_encoder(other, 0.75, 0.0)
+        assert l1.shape == (1, 65, 64)
+        assert ((l1 - l1_other).abs().max() > 1e-4) == depends, encoder
+
+
+def test_symmetric_masking_encodes_each_frame_with_its_own_tokens():
+    """f1's latent depends on f1 only (the same masks: same seed), f2's on f2 only."""
+    model = siam()
+    torch.manual_seed(0)
+    frames = torch.randn(2, 2, 3, 64, 64)
+    other_f2, other_f1 = frames.clone(), frames.clone()
+    other_f2[:, 1] = torch.randn_like(frames[:, 1])
+    other_f1[:, 0] = torch.randn_like(frames[:, 0])
+    out = {}
+    for name, x in (("base", frames), ("f2", other_f2), ("f1", other_f1)):
+        torch.manual_seed(1)
+        (l1, _, _), (l2, _, _) = model.forward_encoder(x, 0.75, 0.75)
+        out[name] = (l1, l2)
+    torch.testing.assert_close(out["f2"][0], out["base"][0])  # a new f2 leaves f1's latent alone
+    torch.testing.assert_close(out["f1"][1], out["base"][1])  # a new f1 leaves f2's latent alone
+    assert (out["f2"][1] - out["base"][1]).abs().max() > 1e-4
+
+
+def test_cross_decoder_has_no_self_attention_among_f2_tokens():
+    """Cross decoder: each f2 token attends to f1 only (cross-attention, MLP), so a change in f2's visible
+    content reaches the visible tokens (through the encoder) but not the [MASK] positions. The cross-self
+    decoder's self-attention over f2 spreads it to the masked positions too."""
+    frames = torch.randn(1, 2, 3, 64, 64)
+    for decoder, spreads in (("cross", False), ("cross_self", True)):
+        model = siam(decoder=decoder)
+        torch.manual_seed(0)
+        _, pred, mask = model(frames, mask_ratio=0.75)
+        changed = frames.clone()
+        changed[:, 1] += 3.0 * model.unpatchify((1 - mask)[..., None].expand(-1, -1, 192), (8, 8))
+        torch.manual_seed(0)
+        _, pred2, _ = model(changed, mask_ratio=0.75)
+        moved = (pred2 - pred).abs().amax(-1)[0] > 1e-5
+        assert moved[mask[0] == 0].all()  # the visible patches themselves
+        assert bool(moved[mask[0] == 1].any()) == spreads, decoder
+    assert not any(k.startswith("decoder_blocks.") and ".attn." in k for k in siam(decoder="cross").state_dict())
+
+
+def test_joint_decoder_predicts_from_f2s_part_of_the_concatenation():
+    """Joint decoder, written out: self-attention blocks over [f1 tokens (1 + 64), f2 tokens (1 + 64)];
+    the prediction is decoder_pred(decoder_norm(.)) of f2's 64 patch tokens (its [CLS] dropped)."""
+    model = siam(decoder="joint")
+    frames = torch.randn(1, 2, 3, 64, 64)
+    torch.manual_seed(0)
+    _, pred, _ = model(frames, mask_ratio=0.75)
+    torch.manual_seed(0)
+    (l1, _, r1), (l2, _, r2) = model.forward_encoder(frames, 0.75, 0.0)
+    y = torch.cat([model.restore_tokens(l1, r1), model.restore_tokens(l2, r2)], dim=1)
+    for blk in model.decoder_blocks:
+        y = blk(y)
+    expected = model.decoder_pred(model.decoder_norm(y[:, 65 + 1:]))
+    torch.testing.assert_close(pred, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_position_table_is_fixed_2d_sincos():
+    """MAE: decoder position embeddings are a frozen 2-D sin-cos table, [CLS] row zero. Width D = 32:
+    first D/2 channels encode the column, the rest the row, each as sin then cos of pos * 10000^(-i/(D/4))."""
+    model = siam()
+    table = model.decoder_pos_embed
+    assert not table.requires_grad and table.shape == (1, 1 + 64, 32)
+    assert torch.all(table[0, 0] == 0)
+    row, col = 5, 3
+    freqs = [10000 ** (-i / 8) for i in range(8)]
+    expect = ([math.sin(col * f) for f in freqs] + [math.cos(col * f) for f in freqs]
+              + [math.sin(row * f) for f in freqs] + [math.cos(row * f) for f in freqs])
+    torch.testing.assert_close(table[0, 1 + row * 8 + col], torch.tensor(expect), rtol=1e-5, atol=1e-6)
+
+
+def test_default_factory_decoder_has_16_heads_and_qkv_biases():
+    model = models_siammae.siammae_vit_small_patch16()
+    blk = model.decoder_blocks[0]
+    assert blk.attn.num_heads == blk.cross_attn.num_heads == 16  # MAE: 512 wide, 16 heads of 32
+    assert blk.cross_attn.q.bias is not None and blk.cross_attn.kv.bias is not None
+    assert blk.attn.qkv.bias is not None and model.blocks[0].attn.qkv.bias is not None

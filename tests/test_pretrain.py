@@ -406,3 +406,180 @@ def test_grad_norm_is_logged_at_optimizer_steps_only(videos, tmp_path):
     events.Reload()
     assert len(events.Scalars("train/loss")) == 6
     assert [s.step for s in events.Scalars("train/grad_norm")] == [333, 666, 1000]
+
+
+class ScalarModel(torch.nn.Module):
+    """loss = w * c_it + b_it, c_it and b_it taken in turn from lists (frames ignored)."""
+
+    def __init__(self, cs, bs=None):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.cs, self.bs, self.calls = cs, bs or [0.0] * len(cs), 0
+
+    def forward(self, frames, mask_ratio, mask_ratio_f1):
+        c, b = self.cs[self.calls], self.bs[self.calls]
+        self.calls += 1
+        return self.w * c + b, None, None
+
+
+def epoch_args(**kw):
+    base = dict(accum_iter=1, print_freq=100, batch_size=1, mask_ratio=0.95, mask_ratio_f1=0.0, clip_grad=None,
+                amp="none", device="cpu", lr=1.0, min_lr=0.0, warmup_epochs=2, epochs=10)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def batches(n, skipped=None):
+    skipped = skipped or [[0]] * n
+    return [(torch.zeros(1, 1, 2, 3, 8, 8, dtype=torch.uint8), torch.tensor(s)) for s in skipped[:n]]
+
+
+def test_accumulation_divides_the_loss_steps_at_accumulation_ends_with_the_lr_of_its_first_iteration():
+    """4 iterations, accumulation over 2, epoch 1 of a 2-epoch warm-up to lr 1, plain SGD.
+    lr at a fractional epoch e: e / 2. Step 1 (after it 1) uses the lr set at it 0: (0/4 + 1)/2 = 0.5,
+    step 2 (after it 3) the lr of it 2: (2/4 + 1)/2 = 0.75. Gradients d(w*c)/dw = c, divided by 2:
+    step 1 g = (1 + 2)/2 = 1.5 -> w = -0.75; step 2 g = (3 + 4)/2 = 3.5 -> w = -0.75 - 0.75*3.5 = -3.375."""
+    model = ScalarModel([1.0, 2.0, 3.0, 4.0])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = engine_pretrain.train_one_epoch(model, batches(4), opt, torch.device("cpu"), 1, None,
+                                            epoch_args(accum_iter=2), iters_per_epoch=4)
+    assert model.w.item() == pytest.approx(-3.375)
+    # epoch statistics: losses w*c = 0, 0, -0.75*3, -0.75*4 -> mean -5.25/4; lrs 0.5, 0.5, 0.75, 0.75
+    assert stats["loss"] == pytest.approx(-5.25 / 4)
+    assert stats["lr"] == pytest.approx(0.625)
+
+
+def test_epoch_totals_are_means_over_iterations_and_the_sum_of_skipped_videos():
+    totals = engine_pretrain.EpochTotals(torch.device("cpu"))
+    for loss, lr, skipped in [(1.0, 0.1, [0, 2]), (2.0, 0.2, [1, 0]), (6.0, 0.3, [0, 0])]:
+        totals.add(torch.tensor(loss), lr, torch.tensor(skipped))
+    stats = totals.stats()
+    assert stats["loss"] == pytest.approx(3.0)  # (1 + 2 + 6) / 3
+    assert stats["lr"] == pytest.approx(0.2)  # (0.1 + 0.2 + 0.3) / 3
+    assert stats["skipped_videos"] == 3  # 2 + 1
+
+
+def test_train_one_epoch_counts_skipped_videos_of_every_batch():
+    model = ScalarModel([1.0, 1.0, 1.0])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = engine_pretrain.train_one_epoch(model, batches(3, [[0, 2], [1, 0], [0, 3]]), opt, torch.device("cpu"),
+                                            1, None, epoch_args(batch_size=2), iters_per_epoch=3)
+    assert stats["skipped_videos"] == 6  # 2 + 1 + 3
+
+
+@pytest.mark.parametrize("bad", [[1.0, math.inf, math.nan, 2.0], [1.0, -math.inf, 1.0, 1.0]])
+def test_the_first_non_finite_loss_is_named_infinite_ones_included(bad):
+    """loss = w + b_it: iteration 1 is the first non-finite one (an infinity, not a NaN)."""
+    model = ScalarModel([1.0] * 4, bad)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 1, iteration 1:"):
+        engine_pretrain.train_one_epoch(model, batches(4), opt, torch.device("cpu"), 1, None, epoch_args(),
+                                        iters_per_epoch=4)
+
+
+def test_a_non_finite_loss_stops_before_a_mid_epoch_save_even_between_log_lines(tmp_path, monkeypatch):
+    """print_freq 100 (no log line, hence no finiteness check from logging, before the epoch's end) and
+    --save_every_iters 1: the NaN of iteration 0 must stop the run before checkpoint-last.pth is written."""
+    from datasets.synthetic import make_video_folder
+    videos = str(tmp_path / "v")
+    make_video_folder(videos, num_videos=4, num_frames=16, size=(48, 64), content="texture")
+    build = main_pretrain_siam.build_pretrain_dataset
+
+    def poisoned(args):
+        ds = build(args)
+        get = ds.__getitem__
+        ds.__class__ = type("Poisoned", (ds.__class__,), {"__getitem__": lambda self, i: (get(i)[0] * float("nan"), 0)})
+        return ds
+
+    monkeypatch.setattr(main_pretrain_siam, "build_pretrain_dataset", poisoned)
+    saved = []
+    monkeypatch.setattr(main_pretrain_siam, "save_atomic", lambda state, path: saved.append(path))
+    args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "1",
+                 "--print_freq", "100", "--save_every_iters", "1")
+    with pytest.raises(NonFiniteLoss, match="iteration 0"):
+        main_pretrain_siam.main(args)
+    assert saved == []
+
+
+def test_optimizer_is_adamw_with_the_papers_betas():
+    """Table 4a: AdamW, beta1, beta2 = 0.9, 0.95."""
+    args = parse(*TINY)
+    args.lr = 1e-3
+    optimizer = main_pretrain_siam.build_optimizer(main_pretrain_siam.build_model(args), args)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert all(g["betas"] == (0.9, 0.95) for g in optimizer.param_groups)
+
+
+def test_grid_masking_with_a_whole_f1_and_symmetric_grid_are_accepted():
+    """README's ablations: --mask_pattern grid with f1 unmasked (0) or 0.5/0.5 (symmetric grid)."""
+    main_pretrain_siam.check_args(parse(*TINY, "--mask_pattern", "grid", "--mask_ratio", "0.75"))
+    main_pretrain_siam.check_args(parse(*TINY, "--mask_pattern", "grid", "--mask_ratio", "0.5",
+                                        "--mask_ratio_f1", "0.5"))
+
+
+def test_save_every_keeps_every_nth_epoch_and_the_last(tmp_path):
+    """3 epochs, --save_every 2: epochs 0, 1, 2 -> the 2nd epoch (index 1) and the last (index 2)."""
+    from datasets.synthetic import make_video_folder
+    videos = str(tmp_path / "v")
+    make_video_folder(videos, num_videos=2, num_frames=16, size=(48, 64), content="texture")
+    args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "3",
+                 "--save_every", "2")
+    main_pretrain_siam.main(args)
+    kept = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("checkpoint-"))
+    assert kept == ["checkpoint-1.pth", "checkpoint-2.pth", "checkpoint-last.pth"]
+
+
+def test_effective_batch_and_lr_are_reported(tmp_path, caplog):
+    """--batch_size 4, --accum_iter 2, 1 process: effective batch 8 pairs, lr = 1e-2 * 8 / 256 = 3.125e-4."""
+    from datasets.synthetic import make_video_folder
+    videos = str(tmp_path / "v")
+    make_video_folder(videos, num_videos=4, num_frames=16, size=(48, 64), content="texture")
+    args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "0",
+                 "--accum_iter", "2")
+    with caplog.at_level("INFO"):
+        main_pretrain_siam.main(args)
+    assert "effective batch 8 pairs (4 per process x 2 accumulation x 1 processes); lr 3.125e-04" in caplog.text
+
+
+def test_sdpa_option_selects_the_attention_kernels():
+    try:
+        main_pretrain_siam.build_model(parse(*TINY, "--sdpa", "efficient"))
+        cuda = torch.backends.cuda
+        assert cuda.mem_efficient_sdp_enabled() and not cuda.flash_sdp_enabled() and not cuda.cudnn_sdp_enabled()
+    finally:
+        main_pretrain_siam.build_model(parse(*TINY))  # --sdpa auto
+    assert torch.backends.cuda.flash_sdp_enabled()
+
+
+def test_default_decoder_is_maes_512_wide_8_blocks_16_heads():
+    """The paper follows MAE's implementation where Table 4a says nothing: its decoder, 512 wide, 8 blocks,
+    16 heads, MLP ratio 4."""
+    args = parse()
+    assert (args.decoder_embed_dim, args.decoder_depth, args.decoder_num_heads, args.decoder_mlp_ratio) == \
+        (512, 8, 16, 4.0)
+
+
+def test_davis_probe_reads_the_chosen_split_and_follows_bf16(tmp_path):
+    from eval.synthetic import write_davis_set
+    davis = tmp_path / "davis"
+    names = write_davis_set(str(davis), n_sequences=2, n_frames=3, height=32, width=32, n_objects=1)
+    (davis / "ImageSets" / "2017" / "train.txt").write_text(names[1] + "\n")
+    common = (*TINY, "--davis_path", str(davis), "--output_dir", str(tmp_path / "o"))
+    probe = main_pretrain_siam.DavisProbe(parse(*common, "--davis_split", "train", "--amp", "bf16"), torch.device("cpu"))
+    assert [s.name for s in probe.sequences] == [names[1]] and probe.bf16
+    assert not main_pretrain_siam.DavisProbe(parse(*common, "--amp", "none"), torch.device("cpu")).bf16
+
+
+def test_logged_loss_is_the_mean_since_the_previous_log_line():
+    """print_freq 2 over losses 1, 2, 3, 4: TensorBoard gets (1+2)/2 at x = 500 and (3+4)/2 at x = 1000."""
+    class Writer:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, name, value, step):
+            self.scalars.setdefault(name, []).append((step, value))
+
+    model = ScalarModel([0.0] * 4, [1.0, 2.0, 3.0, 4.0])
+    writer = Writer()
+    engine_pretrain.train_one_epoch(model, batches(4), torch.optim.SGD(model.parameters(), lr=0.0),
+                                    torch.device("cpu"), 0, None, epoch_args(print_freq=2), writer, iters_per_epoch=4)
+    assert writer.scalars["train/loss"] == [(500, pytest.approx(1.5)), (1000, pytest.approx(3.5))]
