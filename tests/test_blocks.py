@@ -97,7 +97,6 @@ def test_cross_self_block_is_cross_then_self_then_mlp():
 
 
 def test_attention_map_is_softmax_of_scaled_scores():
-    from util.blocks import Attention
     torch.manual_seed(0)
     attn = Attention(32, num_heads=4, qkv_bias=True)
     x = torch.randn(2, 6, 32)

@@ -171,9 +171,8 @@ def test_resume_from_wrong_architecture_or_junk_is_a_clear_error(videos, tmp_pat
         run(videos, tmp_path / "c", "--epochs", "1", "--resume", str(junk))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(videos, tmp_path, monkeypatch):
-    run(videos, tmp_path, "--epochs", "1")
-    good = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
+def poison_the_data(monkeypatch):
+    """Pre-training's data set, every frame multiplied by NaN: the loss of the first step is not finite."""
     build = main_pretrain_siam.build_pretrain_dataset
 
     def poisoned(args):
@@ -183,6 +182,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(videos, tmp_path, 
         return ds
 
     monkeypatch.setattr(main_pretrain_siam, "build_pretrain_dataset", poisoned)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(videos, tmp_path, monkeypatch):
+    run(videos, tmp_path, "--epochs", "1")
+    good = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
+    poison_the_data(monkeypatch)
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 1, iteration 0"):
         run(videos, tmp_path, "--epochs", "2")
     after = load_checkpoint(str(tmp_path / "checkpoint-last.pth"))
@@ -479,18 +484,9 @@ def test_the_first_non_finite_loss_is_named_infinite_ones_included(bad):
 def test_a_non_finite_loss_stops_before_a_mid_epoch_save_even_between_log_lines(tmp_path, monkeypatch):
     """print_freq 100 (no log line, hence no finiteness check from logging, before the epoch's end) and
     --save_every_iters 1: the NaN of iteration 0 must stop the run before checkpoint-last.pth is written."""
-    from datasets.synthetic import make_video_folder
     videos = str(tmp_path / "v")
     make_video_folder(videos, num_videos=4, num_frames=16, size=(48, 64), content="texture")
-    build = main_pretrain_siam.build_pretrain_dataset
-
-    def poisoned(args):
-        ds = build(args)
-        get = ds.__getitem__
-        ds.__class__ = type("Poisoned", (ds.__class__,), {"__getitem__": lambda self, i: (get(i)[0] * float("nan"), 0)})
-        return ds
-
-    monkeypatch.setattr(main_pretrain_siam, "build_pretrain_dataset", poisoned)
+    poison_the_data(monkeypatch)
     saved = []
     monkeypatch.setattr(main_pretrain_siam, "save_atomic", lambda state, path: saved.append(path))
     args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "1",
@@ -518,7 +514,6 @@ def test_grid_masking_with_a_whole_f1_and_symmetric_grid_are_accepted():
 
 def test_save_every_keeps_every_nth_epoch_and_the_last(tmp_path):
     """3 epochs, --save_every 2: epochs 0, 1, 2 -> the 2nd epoch (index 1) and the last (index 2)."""
-    from datasets.synthetic import make_video_folder
     videos = str(tmp_path / "v")
     make_video_folder(videos, num_videos=2, num_frames=16, size=(48, 64), content="texture")
     args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "3",
@@ -530,7 +525,6 @@ def test_save_every_keeps_every_nth_epoch_and_the_last(tmp_path):
 
 def test_effective_batch_and_lr_are_reported(tmp_path, caplog):
     """--batch_size 4, --accum_iter 2, 1 process: effective batch 8 pairs, lr = 1e-2 * 8 / 256 = 3.125e-4."""
-    from datasets.synthetic import make_video_folder
     videos = str(tmp_path / "v")
     make_video_folder(videos, num_videos=4, num_frames=16, size=(48, 64), content="texture")
     args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "0",
