@@ -86,6 +86,7 @@ def test_conflicting_shape_is_one_line_error(tmp_path):
     with pytest.raises(ValueError, match=r"'cls_token' has shape \(1, 1, 64\) but the model expects \(1, 1, 96\)") as e:
         load_matching(siammae(embed_dim=96, num_heads=4), model_state_dict(load_checkpoint(path)), str(path))
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert "the file holds a ViT of width 64, patch 8, 2 blocks: check --model" in str(e.value)  # MAE = dict(...)
 
 
 def test_checkpoint_matching_nothing_is_an_error(tmp_path):

@@ -174,7 +174,7 @@ def load_matching(model, sd, source="checkpoint"):
             report.ignored.append(k)
         else:
             raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)} but the model expects "
-                             f"{tuple(target[k].shape)} (a different architecture?)")
+                             f"{tuple(target[k].shape)} (a different architecture?{_describe_encoder(sd)})")
     if not update:
         raise ValueError(f"{source}: none of its {len(sd)} tensors matches the model "
                          f"(first keys: {', '.join(list(sd)[:3])})")
@@ -182,6 +182,16 @@ def load_matching(model, sd, source="checkpoint"):
     target.update(update)
     model.load_state_dict(target)
     return report
+
+
+def _describe_encoder(sd):
+    """' the file holds a ViT of width W, patch P, D blocks: check --model' when sd has a ViT encoder."""
+    weight = sd.get("patch_embed.proj.weight")
+    if weight is None or weight.dim() != 4:
+        return ""
+    depth = 1 + max((int(k.split(".")[1]) for k in sd if re.match(r"blocks\.\d+\.", k)), default=-1)
+    return (f" the file holds a ViT of width {weight.shape[0]}, patch {weight.shape[-1]}, {depth} blocks: "
+            "check --model, e.g. siammae_vit_base_patch16 for MAE's ViT-B weights")
 
 
 def load_exact(model, sd, source="checkpoint"):
