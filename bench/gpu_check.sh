@@ -4,7 +4,8 @@
 # stderr.txt, when less than that is left; one that runs past its ceiling is stopped and logged as such.
 #
 #   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual (= step, curve) nvjpeg
-#                                             data (= loader, feed) autotune models
+#                                             data (= loader, feed) autotune models attention (= levers'
+#                                             kernel table alone)
 #                                             propagation (default: all, in that order; a lever's section needs
 #                                             its baseline, 'compiled', in the same call)
 # Here, once:   echo /.whl/ >> .git/info/exclude
@@ -142,6 +143,7 @@ autotune() {  # Inductor's GEMM templates, which can fuse bias, GELU and casts i
   TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 step 280 "${S16[@]}" --steps 30 --compile --sdpa "$FASTEST" "${KEEP[@]}" \
       --profile "$OUT/top_autotune.txt"
 }
+attention() { py 60 bench/attention.py "${ATTN[@]}"; }  # the kernel families on the step's shapes, no compile
 propagation() { py 100 bench/propagation.py "${PROP[@]}"; }
 
 for section in "${@:-steps compiled levers residual nvjpeg data autotune models propagation}"; do
