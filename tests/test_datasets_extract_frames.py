@@ -125,3 +125,16 @@ def test_a_list_of_videos_in_other_folders_keeps_their_names_apart(tmp_path):
     assert run(str(lst), dst, '--min_seconds', '1') == dict(done=0, extracted=2, truncated=0, skipped=0)
     rows = read_manifest(os.path.join(dst, 'manifest.csv'))
     assert [(r['path'], r['num_frames']) for r in rows] == [('split1/cls/v', 40), ('split2/cls/v', 50)]
+
+
+def test_a_folder_finished_before_records_existed_is_measured_again(tmp_path):
+    """A frames folder written by an earlier version (no .extract.json) counts as done: its row is rebuilt
+    from its JPEGs and the video's rate."""
+    src, dst = str(tmp_path / 'videos'), str(tmp_path / 'frames')
+    make_sources(src)
+    run(src, dst)
+    rows = read_manifest(os.path.join(dst, 'manifest.csv'))
+    for rel in ('walk/a', 'walk/b'):
+        os.remove(os.path.join(dst, rel, extract_frames.RECORD_NAME))
+    assert run(src, dst)['done'] == 2
+    assert read_manifest(os.path.join(dst, 'manifest.csv')) == rows
