@@ -481,18 +481,14 @@ def test_the_first_non_finite_loss_is_named_infinite_ones_included(bad):
                                         iters_per_epoch=4)
 
 
-def test_a_non_finite_loss_stops_before_a_mid_epoch_save_even_between_log_lines(tmp_path, monkeypatch):
+def test_a_non_finite_loss_stops_before_a_mid_epoch_save_even_between_log_lines(videos, tmp_path, monkeypatch):
     """print_freq 100 (no log line, hence no finiteness check from logging, before the epoch's end) and
     --save_every_iters 1: the NaN of iteration 0 must stop the run before checkpoint-last.pth is written."""
-    videos = str(tmp_path / "v")
-    make_video_folder(videos, num_videos=4, num_frames=16, size=(48, 64), content="texture")
     poison_the_data(monkeypatch)
     saved = []
     monkeypatch.setattr(main_pretrain_siam, "save_atomic", lambda state, path: saved.append(path))
-    args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "1",
-                 "--print_freq", "100", "--save_every_iters", "1")
     with pytest.raises(NonFiniteLoss, match="iteration 0"):
-        main_pretrain_siam.main(args)
+        run(videos, tmp_path / "out", "--epochs", "1", "--print_freq", "100", "--save_every_iters", "1")
     assert saved == []
 
 
@@ -512,25 +508,17 @@ def test_grid_masking_with_a_whole_f1_and_symmetric_grid_are_accepted():
                                         "--mask_ratio_f1", "0.5"))
 
 
-def test_save_every_keeps_every_nth_epoch_and_the_last(tmp_path):
+def test_save_every_keeps_every_nth_epoch_and_the_last(videos, tmp_path):
     """3 epochs, --save_every 2: epochs 0, 1, 2 -> the 2nd epoch (index 1) and the last (index 2)."""
-    videos = str(tmp_path / "v")
-    make_video_folder(videos, num_videos=2, num_frames=16, size=(48, 64), content="texture")
-    args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "3",
-                 "--save_every", "2")
-    main_pretrain_siam.main(args)
+    run(videos, tmp_path / "out", "--epochs", "3", "--save_every", "2")
     kept = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("checkpoint-"))
     assert kept == ["checkpoint-1.pth", "checkpoint-2.pth", "checkpoint-last.pth"]
 
 
-def test_effective_batch_and_lr_are_reported(tmp_path, caplog):
+def test_effective_batch_and_lr_are_reported(videos, tmp_path, caplog):
     """--batch_size 4, --accum_iter 2, 1 process: effective batch 8 pairs, lr = 1e-2 * 8 / 256 = 3.125e-4."""
-    videos = str(tmp_path / "v")
-    make_video_folder(videos, num_videos=4, num_frames=16, size=(48, 64), content="texture")
-    args = parse(*TINY, "--data_path", videos, "--output_dir", str(tmp_path / "out"), "--epochs", "0",
-                 "--accum_iter", "2")
     with caplog.at_level("INFO"):
-        main_pretrain_siam.main(args)
+        run(videos, tmp_path / "out", "--epochs", "0", "--accum_iter", "2")
     assert "effective batch 8 pairs (4 per process x 2 accumulation x 1 processes); lr 3.125e-04" in caplog.text
 
 
