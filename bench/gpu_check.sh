@@ -10,7 +10,11 @@
 #                                             its baseline, 'compiled', in the same call)
 # Here, once:   echo /.whl/ >> .git/info/exclude
 #               pip download --no-deps --only-binary=:all: -d .whl timm==0.4.12
-# Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], timeout_s=BUDGET+60); give_back.
+# Then:         run(command="bash bench/gpu_check.sh ...", carry=[".whl"], kind="nvidia-h200", timeout_s=BUDGET+60);
+#               give_back. Name the H200: the issue's reference figures and every figure in README were taken on
+#               one, and a plain first call gets an H100 (about 30% less memory bandwidth: its element-wise
+#               kernels, a third of the step, run slower, so its MFU is not comparable); on an H100, compare
+#               only with a baseline run in the same call.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 # Left for issue 7 (session 5 measured compiled, residual and data on an H200): BUDGET=480 bash
 # bench/gpu_check.sh compiled feed (the one-graph compile against session 5's 3,233 pairs/s; the
