@@ -17,12 +17,14 @@ import copy
 import importlib
 import math
 import os
+import shutil
 import sys
 
 import submitit
 
 from util.checkpoint import find_resume
 from util.misc import master_port
+from util.optim import USER_ERRORS
 
 CODE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAINS = ("main_pretrain_siam", "main_finetune", "main_linprobe")
@@ -156,7 +158,13 @@ class Trainer:
         self._setup_distribution(args, job_env)
         print(f"{job_env}: running {args.main}.main in {os.getcwd()}, output_dir {args.output_dir}"
               + self._resume_note(args), flush=True)
-        return import_main(args.main).main(args)
+        main = import_main(args.main).main
+        if args.cluster != "debug":
+            return main(args)
+        try:  # in this process: bad input ends the run in one line, as the main's own command line does,
+            return main(args)  # not in submitit's post-mortem debugger
+        except USER_ERRORS as e:
+            raise SystemExit(f"error: {e}") from None
 
     def checkpoint(self):
         """Called by submitit (task 0) on the pre-emption/time-out signal: requeue a fresh Trainer
@@ -221,6 +229,10 @@ def executor_parameters(args):
 
 def make_executor(args):
     name, ctor, params = executor_parameters(args)
+    missing = [c for c in ("sbatch", "srun") if name == "SlurmExecutor" and shutil.which(c) is None]
+    if missing:
+        raise SystemExit(f"--cluster slurm: no '{missing[0]}' on this machine (not a SLURM login node?): submit "
+                         "from one, run here with --cluster local or debug, or print the job with --dry_run")
     executor = getattr(submitit, name)(folder=args.job_dir, **ctor)
     if params:
         executor.update_parameters(**params)

@@ -18,11 +18,14 @@ def get_args_parser():
     g.add_argument("--steps", default=5, type=int, help="steps to 'train'")
     g.add_argument("--step_s", default=0.0, type=float, help="seconds per step")
     g.add_argument("--dist_check", action="store_true", help="set up torch.distributed and all-reduce")
+    g.add_argument("--requires", default="", help="a file main() needs: absent, a user error (FileNotFoundError)")
     return parser
 
 
 def main(args):
     os.makedirs(args.output_dir, exist_ok=True)
+    if args.requires and not os.path.exists(args.requires):
+        raise FileNotFoundError(f"{args.requires}: no such file")
     path = find_resume(args.output_dir, args.resume)
     start = load_checkpoint(path)["step"] if path else 0
     rank, world, total = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), None

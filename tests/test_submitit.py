@@ -238,6 +238,28 @@ def test_debug_executor_runs_in_process(tmp_path, monkeypatch, clean_env):
     assert last_step(str(tmp_path / "jobs" / job.job_id)) == 2
 
 
+def test_debug_job_with_bad_input_ends_in_one_line_not_in_the_debugger(tmp_path, monkeypatch, clean_env):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("pdb.post_mortem", lambda *a: pytest.fail("submitit's debugger was entered"))
+    with pytest.raises(SystemExit) as e:
+        sp.launch([*FAKE, "--cluster", "debug", "--ngpus", "0", "--requires", "absent.pth"])
+    assert e.value.code == "error: absent.pth: no such file"
+
+
+def test_slurm_submission_where_there_is_no_slurm_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither sbatch nor srun
+    with pytest.raises(SystemExit) as e:
+        sp.launch([*FAKE, "--ngpus", "8"])
+    assert "--cluster slurm: no 'sbatch' on this machine" in e.value.code
+    assert not (tmp_path / "jobs").exists()  # nothing was written
+    for tool in ("sbatch", "srun"):  # with both present, it gets past the check (and submitit's own) to sbatch
+        (tmp_path / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / tool).chmod(0o755)
+    with pytest.raises(submitit.core.utils.FailedJobError):  # this sbatch refuses every job
+        sp.launch([*FAKE, "--ngpus", "8"])
+
+
 # ---------------------------------------------------------------- real local jobs
 def test_local_job_times_out_requeues_and_finishes_from_its_checkpoint(tmp_path, monkeypatch, clean_env):
     """timeout 0.3 min, signal 8 s before it: submitit's local controller sends USR2 ~10 s after each

@@ -12,6 +12,10 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite: the run stops, the last good checkpoint stays."""
 
 
+# what a training script reports in one line (bad input, a diverged run) instead of a traceback
+USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss)
+
+
 def backward(loss, scaler):
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -52,5 +56,5 @@ def run_script(title, get_args_parser, main):
     os.makedirs(args.output_dir, exist_ok=True)
     try:
         main(args)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
+    except USER_ERRORS as e:
         sys.exit(f"error: {e}")
