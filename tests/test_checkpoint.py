@@ -1,4 +1,6 @@
 import argparse
+import errno
+import io
 import os
 
 import pytest
@@ -7,7 +9,8 @@ import torch
 import models_mae
 import models_siammae
 import models_vit
-from util.checkpoint import (_resample_patch_kernel, encoder_state_dict, is_mae_training_checkpoint,
+import util.checkpoint
+from util.checkpoint import (CheckpointWriteError, _resample_patch_kernel, encoder_state_dict, is_mae_training_checkpoint,
                              is_training_checkpoint, load_checkpoint, load_exact, load_matching, model_state_dict, restore_training_state, save_atomic,
                              training_state)
 
@@ -153,6 +156,30 @@ def test_failed_save_keeps_previous_file(tmp_path):
         save_atomic({"epoch": 2, "bad": lambda: 0}, path)
     assert load_checkpoint(path) == {"epoch": 1}
     assert os.listdir(tmp_path) == ["ckpt.pth"]
+
+
+class _FullDisk(io.FileIO):
+    """A file on a disk that is full after `room` bytes."""
+    room = 4096
+
+    def write(self, b):
+        if self.tell() + len(b) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(b)
+
+
+def test_save_on_a_full_disk_is_one_clear_error_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoint-last.pth")
+    save_atomic({"epoch": 1}, path)
+    monkeypatch.setattr(util.checkpoint, "open", lambda p, mode: _FullDisk(p, mode.replace("b", "")), raising=False)
+    with pytest.raises(CheckpointWriteError) as e:
+        save_atomic({"epoch": 2, "w": torch.zeros(10000)}, path)
+    monkeypatch.undo()
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: cannot write the checkpoint (") and "\n" not in msg, msg
+    assert "GiB free there" in msg and msg.endswith("; the previous file is unchanged"), msg
+    assert load_checkpoint(path) == {"epoch": 1}
+    assert os.listdir(tmp_path) == ["checkpoint-last.pth"]  # the partial temporary file is gone
 
 
 @pytest.mark.parametrize("wrap", ["siammae", "mae", "dino", "timm"])

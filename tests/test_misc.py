@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from util import misc, optim
+from util.checkpoint import CheckpointWriteError
 from util.optim import NonFiniteLoss, optimizer_step, run_script
 
 
@@ -101,15 +102,18 @@ def test_optimizer_step_clips_the_gradient_norm_and_returns_it():
     assert p.grad is None  # zeroed for the next accumulation
 
 
-def test_run_script_turns_a_non_finite_loss_into_a_one_line_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [NonFiniteLoss("non-finite loss at epoch 0, iteration 3"),
+                                   CheckpointWriteError("o/checkpoint-last.pth: cannot write the checkpoint")])
+def test_run_script_turns_a_diverged_run_or_a_failed_save_into_a_one_line_error(tmp_path, monkeypatch, error):
     def get_args_parser():
         parser = argparse.ArgumentParser(add_help=False)
         parser.add_argument("--output_dir", default=str(tmp_path / "o"))
         return parser
 
     def main(args):
-        raise NonFiniteLoss("non-finite loss at epoch 0, iteration 3")
+        raise error
 
     monkeypatch.setattr(sys, "argv", ["x"])
-    with pytest.raises(SystemExit, match="error: non-finite loss at epoch 0, iteration 3"):
+    with pytest.raises(SystemExit) as e:
         run_script("t", get_args_parser, main)
+    assert e.value.code == f"error: {error}"

@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,11 +49,16 @@ def load_checkpoint(path):
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {first[:120]})") from None
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a lost mount); the previous file is unchanged."""
+
+
 def save_atomic(obj, path):
     """torch.save to a temporary file beside path, fsync, then rename over path: a crash
     during the save leaves the previous file whole. The temporary name is fixed (one writer per
     path: the first process), so a file left by a killed save is overwritten by the next one
-    rather than piling up at each requeue."""
+    rather than piling up at each requeue. A failed write raises CheckpointWriteError, with the free
+    space left there (torch.save reports a full disk as a zip writer's "unexpected pos")."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp"
@@ -62,6 +68,12 @@ def save_atomic(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+        free = shutil.disk_usage(directory).free / 2 ** 30
+        kept = "the previous file is unchanged" if os.path.exists(path) else "nothing was written"
+        raise CheckpointWriteError(f"{path}: cannot write the checkpoint ({reason}; {free:.2f} GiB free there); "
+                                   f"{kept}") from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

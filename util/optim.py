@@ -7,13 +7,15 @@ import sys
 
 import torch
 
+from util.checkpoint import CheckpointWriteError
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite: the run stops, the last good checkpoint stays."""
 
 
-# what a training script reports in one line (bad input, a diverged run) instead of a traceback
-USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss)
+# what a training script reports in one line (bad input, a diverged run, a full disk) instead of a traceback
+USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss, CheckpointWriteError)
 
 
 def backward(loss, scaler):
