@@ -73,7 +73,8 @@ def get_args_parser():
                    help="decode, crop and flip pre-extracted JPEG frames on the training device (batched); "
                         "loader workers only read files. Experimental on CUDA: see README, Speed")
     g = parser.add_argument_group("checkpoints")
-    g.add_argument("--save_every", default=20, type=int, help="keep checkpoint-<epoch>.pth every N epochs (0: none, only checkpoint-last.pth)")
+    g.add_argument("--save_every", default=20, type=int,
+                   help="keep checkpoint-<epoch>.pth every N epochs (0: none, only checkpoint-last.pth)")
     g.add_argument("--save_every_iters", default=0, type=int,
                    help="also refresh checkpoint-last.pth every N optimizer steps (0: only at epoch ends)")
     g.add_argument("--stop_after_iters", default=0, type=int,
