@@ -69,6 +69,9 @@ def get_args_parser():
     g.add_argument("--frame_gap", default=[4, 48], type=int, nargs=2, metavar=("MIN", "MAX"),
                    help="frame gap range at 30 fps")
     g.add_argument("--repeated_sampling", default=2, type=int, help="pairs drawn from each video read")
+    g.add_argument("--crop_scale", default=None, type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="--pretext crop: area range of the global view (default CropMAE's: 0.1 1 for images, "
+                        "0.5 1 for video frames)")
     g.add_argument("--gpu_decode", action="store_true",
                    help="decode, crop and flip pre-extracted JPEG frames on the training device (batched); "
                         "loader workers only read files. Experimental on CUDA: see README, Speed")

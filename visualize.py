@@ -10,7 +10,7 @@ Reconstructions (reconstruction_mask<ratio>.png, one per --mask_ratios): a row p
 (several start frames and gaps per video): f1 | f2 with the removed patches grey | prediction
 (with f2's visible patches pasted) | f2. Attention (attention_<k>_<name>.png): the [CLS] token's
 attention over the patches in the last encoder block, one panel per head and their mean, over a
-frame resized to --attention_size (a finer patch grid than in training, as in the paper's Fig. 5).
+frame resized to --attention_size (a finer patch grid than in training; the paper's Fig. 5 used 720p).
 
 The architecture comes from the checkpoint's weights; the encoder type, mask pattern and target
 normalisation from the checkpoint's training arguments when it holds them (ours do), else from

@@ -51,7 +51,7 @@ def build_source(data_path, pretext='video'):
 
 def build_pretrain_dataset(args):
     """PairDataset from an argparse Namespace (data_path, pretext, input_size, frame_gap,
-    repeated_sampling, seed, gpu_decode); raises a one-line error if it is empty or wholly unreadable."""
+    repeated_sampling, seed, gpu_decode, crop_scale); raises a one-line error if it is empty or wholly unreadable."""
     pretext = getattr(args, 'pretext', 'video') or 'video'
     source = build_source(getattr(args, 'data_path', None), pretext)
     dataset = PairDataset(
@@ -60,7 +60,8 @@ def build_pretrain_dataset(args):
         frame_gap=tuple(getattr(args, 'frame_gap', None) or (4, 48)),
         repeated_sampling=getattr(args, 'repeated_sampling', 2),
         seed=getattr(args, 'seed', 0),
-        encoded=getattr(args, 'gpu_decode', False))
+        encoded=getattr(args, 'gpu_decode', False),
+        crop_scale=getattr(args, 'crop_scale', None))
     dataset.check()
     logger.info('%s', dataset)
     return dataset

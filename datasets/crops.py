@@ -4,17 +4,19 @@
 The global view is a random-resized crop of the image; the local view is a
 random-resized crop of the global view's box, so it always lies inside it and the
 masked local view (mask ratio 0.985) is always reconstructible from the global one.
-Each view gets its own flip. Scales follow CropMAE: global [0.5, 1] of the image,
-local [0.3, 0.6] of the global box, ratios [3/4, 4/3].
+Each view gets its own flip. Scales follow CropMAE's training scripts: global [0.1, 1] of an image
+(its ImageNet runs) or [0.5, 1] of a video frame (its Kinetics runs), local [0.3, 0.6] of the global
+box, ratios [3/4, 4/3].
 """
 from .transforms import crop_resize, random_resized_box
 
-GLOBAL_SCALE = (0.5, 1.0)
+GLOBAL_SCALE_IMAGES = (0.1, 1.0)
+GLOBAL_SCALE_FRAMES = (0.5, 1.0)
 LOCAL_SCALE = (0.3, 0.6)
 RATIO = (3 / 4, 4 / 3)
 
 
-def global_local_boxes(rng, height, width, global_scale=GLOBAL_SCALE,
+def global_local_boxes(rng, height, width, global_scale=GLOBAL_SCALE_FRAMES,
                        local_scale=LOCAL_SCALE, ratio=RATIO):
     """Boxes (y, x, h, w) in image pixels: a global box and a local box inside it."""
     gy, gx, gh, gw = random_resized_box(rng, height, width, global_scale, ratio)
@@ -22,7 +24,7 @@ def global_local_boxes(rng, height, width, global_scale=GLOBAL_SCALE,
     return (gy, gx, gh, gw), (gy + ly, gx + lx, lh, lw)
 
 
-def global_local_crop(img, rng, size, global_scale=GLOBAL_SCALE, local_scale=LOCAL_SCALE,
+def global_local_crop(img, rng, size, global_scale=GLOBAL_SCALE_FRAMES, local_scale=LOCAL_SCALE,
                       ratio=RATIO):
     """img (H, W, 3) uint8 -> (global, local) views, each (size, size, 3) uint8."""
     g_box, l_box = global_local_boxes(rng, img.shape[0], img.shape[1], global_scale,

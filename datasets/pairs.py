@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from .crops import global_local_crop
+from .crops import GLOBAL_SCALE_FRAMES, GLOBAL_SCALE_IMAGES, global_local_crop
 from .sources import TruncatedError, UnreadableError
 from .device_decode import collate_encoded
 from .frames import FrameSource
+from .images import ImageSource
 from .transforms import draw_pair_crop, paired_crop, to_uint8_tensor
 
 logger = logging.getLogger("siammae." + __name__)  # goes where the run logs (train.log)
@@ -89,14 +90,15 @@ class PairDataset(Dataset):
     """One item per file of `source`, yielding R pairs per read.
 
     source: see datasets/sources.py. pretext: 'video' (f1, f2 with a random gap, the same crop
-    and flip) or 'crop' (global and local view of one random frame / the image).
+    and flip) or 'crop' (global and local view of one random frame / the image; crop_scale: the
+    global view's area range, default CropMAE's: (0.1, 1) for images, (0.5, 1) for video frames).
     Files found unreadable, videos too short for the minimum gap and truncated videos (frames ending
     before the header's count: pairs are drawn from the frames they hold) are flagged in tensors
     shared with the loader workers: each is logged once, and `stats()` counts them.
     """
 
     def __init__(self, source, pretext='video', input_size=224, frame_gap=(4, 48),
-                 repeated_sampling=2, seed=0, encoded=False):
+                 repeated_sampling=2, seed=0, encoded=False, crop_scale=None):
         if pretext not in ('video', 'crop'):
             raise ValueError(f"pretext must be 'video' or 'crop', got {pretext!r}")
         if encoded and (pretext != 'video' or not isinstance(source, FrameSource)):
@@ -106,6 +108,8 @@ class PairDataset(Dataset):
             raise ValueError(f'{source.name}: dataset is empty (no files found)')
         if not (1 <= frame_gap[0] <= frame_gap[1]):
             raise ValueError(f'frame_gap must satisfy 1 <= MIN <= MAX, got {tuple(frame_gap)}')
+        if crop_scale is not None and not (0 < crop_scale[0] <= crop_scale[1] <= 1):
+            raise ValueError(f'crop_scale must satisfy 0 < MIN <= MAX <= 1, got {tuple(crop_scale)}')
         if repeated_sampling < 1 or seed < 0:
             raise ValueError(f'need repeated_sampling >= 1 and seed >= 0, got '
                              f'{repeated_sampling} and {seed}')
@@ -116,6 +120,8 @@ class PairDataset(Dataset):
         self.repeated_sampling = int(repeated_sampling)
         self.seed = int(seed)
         self.encoded = bool(encoded)
+        self.crop_scale = (tuple(float(s) for s in crop_scale) if crop_scale is not None else
+                           GLOBAL_SCALE_IMAGES if isinstance(source, ImageSource) else GLOBAL_SCALE_FRAMES)
         self._unreadable = torch.zeros(len(source), dtype=torch.bool).share_memory_()
         self._short = torch.zeros(len(source), dtype=torch.bool).share_memory_()
         self._decodable = torch.zeros(len(source), dtype=torch.int64).share_memory_()  # truncated videos: > 0
@@ -153,7 +159,7 @@ class PairDataset(Dataset):
             n = clip.num_frames
             if self.pretext == 'crop':
                 frames = self._read(clip, i, [int(t) for t in rng.integers(n, size=reps)], fit_frames)
-                return to_uint8_tensor(np.stack([global_local_crop(f, rng, size) for f in frames]))
+                return to_uint8_tensor(np.stack([global_local_crop(f, rng, size, self.crop_scale) for f in frames]))
             gap_min, gap_max = scaled_gap(self.frame_gap, clip.fps)
             if n - 1 < gap_min:
                 self._flag_short(i, n, gap_min)
@@ -231,4 +237,4 @@ class PairDataset(Dataset):
         return (f'{type(self).__name__}(source={self.source.name!r}, items={len(self)}, '
                 f'pretext={self.pretext!r}, input_size={self.input_size}, '
                 f'frame_gap={self.frame_gap}, repeated_sampling={self.repeated_sampling}, '
-                f'seed={self.seed})')
+                f'seed={self.seed}' + (f', crop_scale={self.crop_scale})' if self.pretext == 'crop' else ')'))

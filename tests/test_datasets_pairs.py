@@ -153,6 +153,29 @@ def test_crop_pretext_local_inside_global():
                 assert g[c].min() - 1 <= loc[c].min() and loc[c].max() <= g[c].max() + 1
 
 
+@pytest.mark.parametrize('scale,span', [((1.0, 1.0), (150, 160)), ((0.1, 0.1), (30, 60))])
+def test_crop_pretext_global_view_covers_the_crop_scale(scale, span):
+    """The global view's x extent (channel B of coordinate frames): the whole 160-px width at scale 1,
+    about sqrt(0.1 * 120 * 160 * 4/3) ~ 51 px or less at scale 0.1."""
+    dataset = PairDataset(ArraySource([10] * 3, size=(120, 160)), pretext='crop', input_size=32,
+                          repeated_sampling=4, crop_scale=scale)
+    assert dataset.crop_scale == scale and f'crop_scale={scale}' in repr(dataset)
+    for i in range(3):
+        for g, _ in to_uint8_rgb(dataset[i][0]):
+            assert span[0] <= int(g[2].max()) - int(g[2].min()) + 1 <= span[1]
+
+
+def test_crop_scale_defaults_to_cropmaes_per_source_and_is_checked(tmp_path):
+    from datasets.images import ImageSource
+    from datasets.synthetic import make_image_folder
+    make_image_folder(str(tmp_path), 2)
+    assert PairDataset(ImageSource(str(tmp_path)), pretext='crop').crop_scale == (0.1, 1.0)  # its ImageNet runs
+    assert PairDataset(ArraySource([10]), pretext='crop').crop_scale == (0.5, 1.0)  # its Kinetics runs
+    for bad in [(0.0, 1.0), (0.6, 0.5), (0.5, 1.5)]:
+        with pytest.raises(ValueError, match=r'crop_scale must satisfy 0 < MIN <= MAX <= 1'):
+            PairDataset(ArraySource([10]), pretext='crop', crop_scale=bad)
+
+
 def test_errors_empty_wholly_unreadable_and_bad_args():
     with pytest.raises(ValueError, match='arrays: dataset is empty'):
         PairDataset(ArraySource([]))
