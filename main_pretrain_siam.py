@@ -19,11 +19,12 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 import models_siammae
+from models_vit import vit_config
 from datasets import ImageSource, build_pretrain_dataset, to_device
 from eval import davis_propagate
 from eval.features import FeatureExtractor
 from engine_pretrain import train_one_epoch
-from util.args import add_optimization_args, add_runtime_args, amp_dtype, grad_scaler, resolve_lr
+from util.args import add_optimization_args, add_runtime_args, amp_dtype, bounded, grad_scaler, resolve_lr
 from util.checkpoint import (LAST, find_resume, is_training_checkpoint, load_checkpoint, load_matching,
                              model_state_dict, restore_training_state, save_atomic, training_state)
 from util.blocks import SDPA_BACKENDS, set_attention_backend
@@ -41,15 +42,15 @@ def get_args_parser():
                                       "200 x 2 = the ablations' 400; Table 1's 2000: --epochs 1000 --warmup_epochs 20)")
     g = parser.add_argument_group("model")
     g.add_argument("--model", default="siammae_vit_small_patch16", help="a factory of models_siammae")
-    g.add_argument("--input_size", default=224, type=int, help="frame size")
+    g.add_argument("--input_size", default=224, type=bounded(1), help="frame size")
     g.add_argument("--mask_ratio", default=0.95, type=float, help="masking ratio of f2")
     g.add_argument("--mask_ratio_f1", default=0.0, type=float, help="masking ratio of f1 (0: asymmetric)")
     g.add_argument("--mask_pattern", default="random", choices=models_siammae.MASK_PATTERNS)
     g.add_argument("--encoder", default="siam", choices=models_siammae.ENCODERS)
     g.add_argument("--decoder", default="cross_self", choices=list(models_siammae.DECODERS))
-    g.add_argument("--decoder_embed_dim", default=512, type=int)
-    g.add_argument("--decoder_depth", default=8, type=int)
-    g.add_argument("--decoder_num_heads", default=16, type=int)
+    g.add_argument("--decoder_embed_dim", default=512, type=bounded(1))
+    g.add_argument("--decoder_depth", default=8, type=bounded(1))
+    g.add_argument("--decoder_num_heads", default=16, type=bounded(1))
     g.add_argument("--decoder_mlp_ratio", default=4.0, type=float, help="decoder MLP width / decoder width")
     g.add_argument("--norm_pix_loss", action=argparse.BooleanOptionalAction, default=True,
                    help="predict per-patch normalised pixels (the paper's target)")
@@ -68,7 +69,7 @@ def get_args_parser():
     g.add_argument("--pretext", default="video", choices=["video", "crop"])
     g.add_argument("--frame_gap", default=[4, 48], type=int, nargs=2, metavar=("MIN", "MAX"),
                    help="frame gap range at 30 fps")
-    g.add_argument("--repeated_sampling", default=2, type=int, help="pairs drawn from each video read")
+    g.add_argument("--repeated_sampling", default=2, type=bounded(1), help="pairs drawn from each video read")
     g.add_argument("--crop_scale", default=None, type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="--pretext crop: area range of the global view (default CropMAE's: 0.1 1 for images, "
                         "0.5 1 for video frames)")
@@ -76,18 +77,18 @@ def get_args_parser():
                    help="decode, crop and flip pre-extracted JPEG frames on the training device (batched); "
                         "loader workers only read files. Experimental on CUDA: see README, Speed")
     g = parser.add_argument_group("checkpoints")
-    g.add_argument("--save_every", default=20, type=int,
+    g.add_argument("--save_every", default=20, type=bounded(0),
                    help="keep checkpoint-<epoch>.pth every N epochs (0: none, only checkpoint-last.pth)")
-    g.add_argument("--save_every_iters", default=0, type=int,
+    g.add_argument("--save_every_iters", default=0, type=bounded(0),
                    help="also refresh checkpoint-last.pth every N optimizer steps (0: only at epoch ends)")
-    g.add_argument("--stop_after_iters", default=0, type=int,
+    g.add_argument("--stop_after_iters", default=0, type=bounded(0),
                    help="save and stop after this many iterations in this run (time slices, tests)")
-    g.add_argument("--vis_every", default=10, type=int, help="reconstruction picture to TensorBoard every N epochs")
+    g.add_argument("--vis_every", default=10, type=bounded(0), help="reconstruction picture to TensorBoard every N epochs")
     g = parser.add_argument_group("evaluation during training")
     g.add_argument("--davis_path", default="", help="a DAVIS-2017 root: label propagation with the current encoder "
                    "(the paper's settings) every --davis_every epochs, J&F to log.txt and TensorBoard")
     g.add_argument("--davis_split", default="val", help="ImageSets/2017/<split>.txt")
-    g.add_argument("--davis_every", default=20, type=int, help="epochs between DAVIS evaluations (and after the last)")
+    g.add_argument("--davis_every", default=20, type=bounded(1), help="epochs between DAVIS evaluations (and after the last)")
     add_runtime_args(parser)
     return parser
 
@@ -99,6 +100,12 @@ def check_args(args):
                          f"--repeated_sampling {args.repeated_sampling}")
     if not args.model.startswith("siammae_") or getattr(models_siammae, args.model, None) is None:
         raise ValueError(f"--model {args.model}: not a SiamMAE factory (e.g. siammae_vit_small_patch16)")
+    patch = vit_config(args.model[len("siammae_"):])["patch_size"]
+    if args.input_size % patch:
+        raise ValueError(f"--input_size {args.input_size} must be a multiple of {args.model}'s patch size {patch}")
+    if args.decoder_embed_dim % args.decoder_num_heads:
+        raise ValueError(f"--decoder_embed_dim {args.decoder_embed_dim} must be a multiple of --decoder_num_heads "
+                         f"{args.decoder_num_heads}")
     if not 0 < args.mask_ratio < 1 or not 0 <= args.mask_ratio_f1 < 1:
         raise ValueError(f"--mask_ratio {args.mask_ratio} must be in (0, 1) and --mask_ratio_f1 "
                          f"{args.mask_ratio_f1} in [0, 1): the loss is over f2's removed patches")
@@ -245,6 +252,9 @@ def main(args):
             save(epoch, iteration, epoch_totals=totals())
         return stop
 
+    if start_epoch >= args.epochs:
+        logger.warning(f"nothing to train: the run starts at epoch {start_epoch} (resumed, or --start_epoch) and "
+                       f"--epochs is {args.epochs}; raise --epochs to continue it, or use another --output_dir")
     logger.info(f"start training for {args.epochs} epochs ({args.epochs * args.repeated_sampling} effective epochs, "
                 f"the paper's unit: {args.repeated_sampling} pairs per video and epoch) from epoch {start_epoch}, "
                 f"iteration {start_iter}")

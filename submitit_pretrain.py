@@ -24,7 +24,7 @@ import submitit
 
 from util.checkpoint import find_resume
 from util.misc import master_port
-from util.optim import USER_ERRORS
+from util.optim import USER_ERRORS, one_line
 
 CODE_DIR = os.path.dirname(os.path.abspath(__file__))
 MAINS = ("main_pretrain_siam", "main_finetune", "main_linprobe")
@@ -164,7 +164,7 @@ class Trainer:
         try:  # in this process: bad input ends the run in one line, as the main's own command line does,
             return main(args)  # not in submitit's post-mortem debugger
         except USER_ERRORS as e:
-            raise SystemExit(f"error: {e}") from None
+            raise SystemExit(f"error: {one_line(e)}") from None
 
     def checkpoint(self):
         """Called by submitit (task 0) on the pre-emption/time-out signal: requeue a fresh Trainer

@@ -33,8 +33,9 @@ from datasets import demo_video_paths, denormalize
 from datasets.sources import UnreadableError
 from datasets.transforms import crop_resize, to_tensor
 from datasets.video import VideoClip
+from util.args import bounded
 from util.checkpoint import compact_keys, load_checkpoint, load_matching, model_state_dict
-from util.misc import default_device, logger, setup_logging
+from util.misc import default_device, logger, make_output_dir, setup_logging
 
 PAD = 2  # white pixels between panels
 GREY = 0.5  # colour of the removed patches
@@ -53,16 +54,16 @@ def get_args_parser():
     g.add_argument("--norm_pix_loss", action=argparse.BooleanOptionalAction, default=None,
                    help="the model predicts per-patch normalised pixels (default: the checkpoint's, else yes; "
                         "MAE's visualize checkpoints: --no-norm_pix_loss)")
-    g.add_argument("--input_size", default=224, type=int, help="frame size without --checkpoint")
+    g.add_argument("--input_size", default=224, type=bounded(1), help="frame size without --checkpoint")
     g = parser.add_argument_group("input (default: the embedded demo clips)")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--video", default="", help="a video file")
     src.add_argument("--frames", nargs=2, metavar=("F1", "F2"), help="two image files: f1 and f2")
-    g.add_argument("--gaps", nargs="+", type=int, default=[4, 16, 48], help="frame gaps of the pairs")
-    g.add_argument("--starts", type=int, default=1, help="start frames per video (evenly spread)")
+    g.add_argument("--gaps", nargs="+", type=bounded(1), default=[4, 16, 48], help="frame gaps of the pairs")
+    g.add_argument("--starts", type=bounded(1), default=1, help="start frames per video (evenly spread)")
     g = parser.add_argument_group("pictures")
-    g.add_argument("--mask_ratios", nargs="+", type=float, default=[0.5, 0.75, 0.95])
-    g.add_argument("--attention_size", type=int, default=448, help="short side of the attention maps' frames")
+    g.add_argument("--mask_ratios", nargs="+", type=bounded(0, 0.99, kind=float), default=[0.5, 0.75, 0.95])
+    g.add_argument("--attention_size", type=bounded(1), default=448, help="short side of the attention maps' frames")
     g.add_argument("--output_dir", default="./output_dir/visualize")
     g.add_argument("--device", default=default_device())
     g.add_argument("--seed", default=0, type=int, help="seed of the random masks")
@@ -295,7 +296,7 @@ def save_rgb(path, img):
 # ---------------------------------------------------------------- main
 def main(args):
     """Write the pictures; returns their paths."""
-    os.makedirs(args.output_dir, exist_ok=True)
+    make_output_dir(args.output_dir)
     setup_logging()
     device = torch.device(args.device)
     model = build_model(args).to(device).eval()

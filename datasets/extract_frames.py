@@ -32,6 +32,8 @@ from datasets.frames import JPEG_QUALITY, MANIFEST_NAME, frame_name, write_manif
 from datasets.sources import (VIDEO_EXTENSIONS, UnreadableError, read_path_list,  # noqa: E402
                               scan_folder)
 from datasets.video import VideoClip  # noqa: E402
+from util.args import bounded  # noqa: E402
+from util.misc import make_output_dir  # noqa: E402
 
 REPORT_NAME = 'extract_report.csv'
 OPTIONS_NAME = 'extract_options.json'  # the options the frames were made with
@@ -42,12 +44,12 @@ def get_args_parser():
     parser = argparse.ArgumentParser('Extract frames for SiamMAE pre-training', add_help=True)
     parser.add_argument('--src', required=True, help='video folder (Kinetics layout) or .txt/.csv list')
     parser.add_argument('--dst', required=True, help='output folder of frame folders + manifest')
-    parser.add_argument('--short_side', default=256, type=int, help='resize so the short side is '
+    parser.add_argument('--short_side', default=256, type=bounded(1), help='resize so the short side is '
                         'at most this (0: keep size)')
-    parser.add_argument('--fps', default=30.0, type=float, help='at most this frame rate (0: keep all)')
-    parser.add_argument('--min_seconds', default=3.0, type=float, help='skip shorter videos')
-    parser.add_argument('--quality', default=JPEG_QUALITY, type=int, help='JPEG quality')
-    parser.add_argument('--workers', default=max(1, (os.cpu_count() or 2) - 1), type=int)
+    parser.add_argument('--fps', default=30.0, type=bounded(0, kind=float), help='at most this frame rate (0: keep all)')
+    parser.add_argument('--min_seconds', default=3.0, type=bounded(0, kind=float), help='skip shorter videos')
+    parser.add_argument('--quality', default=JPEG_QUALITY, type=bounded(1, 100), help='JPEG quality')
+    parser.add_argument('--workers', default=max(1, (os.cpu_count() or 2) - 1), type=bounded(0))
     return parser
 
 
@@ -219,7 +221,7 @@ def _run_job(packed):
 
 def main(args):
     jobs = list_jobs(args.src)
-    os.makedirs(args.dst, exist_ok=True)
+    make_output_dir(args.dst, '--dst')
     check_options(args.dst, args)
     rows, report, counts = [], [], dict(done=0, extracted=0, truncated=0, skipped=0)
     progress = Progress(len(jobs))
@@ -251,6 +253,9 @@ def main(args):
           f'(extracted {counts["extracted"]}, truncated {counts["truncated"]}, '
           f'already done {counts["done"]}); skipped {counts["skipped"]}, see '
           f'{os.path.join(args.dst, REPORT_NAME)}')
+    if not rows:
+        raise ValueError(f'{args.src}: no video was extracted ({counts["skipped"]} skipped; why: '
+                         f'{os.path.join(args.dst, REPORT_NAME)})')
     return counts
 
 

@@ -13,7 +13,8 @@ import torch
 from eval.features import FeatureExtractor, load_encoder, network_size
 from eval.files import InputError, image_size, read_rgb
 from eval.propagation import WINDOWS, grid_to_labels, labels_to_grid, propagate
-from util.misc import default_device, setup_logging
+from util.args import bounded
+from util.misc import default_device, make_output_dir, setup_logging
 
 
 def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=None):
@@ -26,18 +27,18 @@ def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=N
     g.add_argument("--model", default=None,
                    help="architecture, e.g. vit_small_patch16 (inferred from the checkpoint if omitted)")
     g.add_argument("--device", default=default_device())
-    g.add_argument("--batch_size", default=8, type=int, help="frames per forward pass")
+    g.add_argument("--batch_size", default=8, type=bounded(1), help="frames per forward pass")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network (CUDA only)")
-    g.add_argument("--short_side", default=short_side, type=int,
+    g.add_argument("--short_side", default=short_side, type=bounded(1),
                    help="resize frames so that their short side is this, aspect ratio kept")
-    g.add_argument("--size", default=size, type=int, nargs=2, metavar=("H", "W"), help="resize frames to H x W instead")
+    g.add_argument("--size", default=size, type=bounded(1), nargs=2, metavar=("H", "W"), help="resize frames to H x W instead")
     g = parser.add_argument_group("propagation")
-    g.add_argument("--topk", default=topk, type=int,
+    g.add_argument("--topk", default=topk, type=bounded(1),
                    help="sources averaged per query patch, over all context frames")
     g.add_argument("--temperature", default=temperature, type=float,
                    help="softmax temperature on the top-k dot products")
-    g.add_argument("--queue", default=queue, type=int, help="previous frames (with propagated labels) kept as context")
-    g.add_argument("--radius", default=radius, type=float, help="sources within this many patches of the query")
+    g.add_argument("--queue", default=queue, type=bounded(0), help="previous frames (with propagated labels) kept as context")
+    g.add_argument("--radius", default=radius, type=bounded(0, kind=float), help="sources within this many patches of the query")
     g.add_argument("--window", default="circle", choices=WINDOWS,
                    help="neighbourhood shape: circle (distance < radius, CRW) or square (offsets <= radius, DINO)")
     g.add_argument("--restrict_first", action="store_true", help="apply --radius to the first frame too")
@@ -46,6 +47,22 @@ def common_args(topk, radius, queue=20, temperature=0.1, short_side=None, size=N
                         "argmax, as DINO's DAVIS script does")
     parser.add_argument("--output_dir", default="./output_dir", help="where predictions and scores are written")
     return parser
+
+
+def prepare_output_dir(path, protected):
+    """Create the results folder before any work (one line when a file is in the way or it cannot be
+    written); refuse one that is, or lies inside, a protected folder: the data set's frames and
+    annotations, which the result PNGs would overwrite."""
+    real = os.path.realpath(path)
+    for folder in protected:
+        top = os.path.realpath(folder)
+        if real == top or real.startswith(top + os.sep):
+            raise InputError(f"--output_dir {path} lies in the data set's {folder}: results written there would "
+                             "overwrite its files; choose a folder outside it")
+    try:
+        make_output_dir(path)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def check_propagation_args(args):

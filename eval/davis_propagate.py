@@ -79,6 +79,7 @@ def main(args):
         if not os.path.isdir(args.output_dir):
             raise InputError(f"{args.output_dir}: no such results folder to score")
     else:
+        cli.prepare_output_dir(args.output_dir, [os.path.join(args.davis_path, d) for d in ("Annotations", "JPEGImages")])
         cli.print_args(args)
         propagate_all(cli.extractor_from_args(args), sequences, args)
     global_scores, per_object = score(sequences, args)

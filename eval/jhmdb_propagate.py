@@ -81,7 +81,7 @@ def read_joints(path):
     """pos_img of a joint_positions.mat as (T, J, 2) 0-based pixel (x, y)."""
     try:
         pos = scipy.io.loadmat(path)["pos_img"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, scipy.io.matlab.MatReadError) as e:
         raise InputError(f"{path}: not a JHMDB joint_positions.mat with 'pos_img' ({e})") from None
     if pos.ndim != 3 or pos.shape[0] != 2:
         raise InputError(f"{path}: pos_img has shape {pos.shape}, expected (2, joints, frames)")
@@ -115,6 +115,7 @@ def main(args):
     if not videos:
         raise InputError(f"{args.filelist or args.jhmdb_path}: no test video listed")
     checked = [(name, *read_video(frames_dir, mat)) for name, frames_dir, mat in videos]
+    cli.prepare_output_dir(args.output_dir, [])
     cli.print_args(args)
     extractor = cli.extractor_from_args(args)
     all_errors, rows = [], []

@@ -63,6 +63,7 @@ def read_part_map(path, size=None):
 
 def main(args):
     videos = read_videos(args)
+    cli.prepare_output_dir(args.output_dir, [os.path.join(args.vip_path, d) for d in (args.images, args.annotations)])
     cli.print_args(args)
     extractor = cli.extractor_from_args(args)
     matrix = np.zeros((len(CLASSES), len(CLASSES)), np.int64)

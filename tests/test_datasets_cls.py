@@ -121,3 +121,49 @@ def test_mixup_targets_carry_label_smoothing():
     expected = torch.full((2, 10), 0.01)
     expected[0, 3] = expected[1, 7] = 0.91
     torch.testing.assert_close(target, expected)
+
+
+def _folder_with(tmp_path, bad_bytes):
+    """A train/ folder of 4 images whose first one is replaced by bad_bytes -> (ImageFolder, its index)."""
+    from torchvision import transforms
+
+    from datasets.synthetic import make_image_folder
+    from util.datasets_cls import image_folder
+    paths = make_image_folder(str(tmp_path / "train"), 4, size=(32, 40))
+    data = open(paths[0], "rb").read()
+    open(paths[0], "wb").write(bad_bytes(data))
+    folder = image_folder(str(tmp_path), "train", transforms.ToTensor())
+    return folder, [p for p, _ in folder.samples].index(paths[0]), paths[0]
+
+
+@pytest.mark.parametrize("bad_bytes", [lambda data: b"", lambda data: data[:300]], ids=["empty", "cut"])
+def test_an_unreadable_training_image_is_replaced_by_the_next_and_logged_once(tmp_path, caplog, bad_bytes):
+    folder, i, path = _folder_with(tmp_path, bad_bytes)
+    keyed = EpochKeyed(folder, seed=0)
+    with caplog.at_level("WARNING", logger="siammae"):
+        first, second = keyed[(0, i)], keyed[(1, i)]
+    for x, y in (first, second):
+        torch.testing.assert_close(x, folder[i + 1][0])
+        assert y == folder[i + 1][1]
+    assert caplog.text.count(f"skipped: {path}: not a readable image") == 1
+
+
+def test_an_unreadable_image_read_by_a_loader_worker_ends_the_run_in_one_line(tmp_path, monkeypatch):
+    from util.datasets_cls import UnreadableImage
+    from util.optim import run_script
+    folder, _, path = _folder_with(tmp_path, lambda data: data[:300])
+
+    def main(args):
+        list(torch.utils.data.DataLoader(folder, batch_size=2, num_workers=1))  # as the val loader reads
+
+    def get_args_parser():
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--output_dir", default=str(tmp_path / "out"))
+        return parser
+    with pytest.raises(UnreadableImage) as raised:
+        main(None)
+    assert "Original Traceback" in str(raised.value)  # torch appended the worker's traceback to the message
+    monkeypatch.setattr("sys.argv", ["x"])
+    with pytest.raises(SystemExit) as e:
+        run_script("t", get_args_parser, main)
+    assert e.value.code == f"error: {path}: not a readable image (Truncated File Read)"

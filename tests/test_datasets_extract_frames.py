@@ -114,6 +114,14 @@ def test_a_video_without_decodable_frames_is_skipped_with_no_minimum_length(tmp_
     assert not os.path.exists(os.path.join(dst, 'cut', 't0'))
 
 
+def test_extracting_no_video_at_all_is_an_error_pointing_at_the_report(tmp_path):
+    src, dst = str(tmp_path / 'videos'), str(tmp_path / 'frames')
+    write_test_video(os.path.join(src, 'walk', 'a.avi'), 40, size=(48, 64), fps=30)  # 1.3 s: under 3
+    with pytest.raises(ValueError, match=r'videos: no video was extracted \(1 skipped; why: .*extract_report.csv\)'):
+        run(src, dst)
+    assert 'too short: 1.33 s < 3 s' in open(os.path.join(dst, 'extract_report.csv')).read()
+
+
 def test_a_list_of_videos_in_other_folders_keeps_their_names_apart(tmp_path):
     for split, n in (('split1', 40), ('split2', 50)):
         write_test_video(str(tmp_path / 'data' / split / 'cls' / 'v.avi'), n, size=(48, 64), fps=30)

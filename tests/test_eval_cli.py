@@ -121,6 +121,32 @@ def test_bad_davis_inputs_name_the_file(davis, checkpoint, tmp_path):
         run(davis, "--score_only")
 
 
+def test_results_folder_in_the_data_set_or_blocked_by_a_file_is_refused_before_any_work(davis, checkpoint, tmp_path,
+                                                                                        monkeypatch):
+    root = broken_copy(davis, tmp_path)  # a copy: a failing check must not damage the module's set
+    annotations = os.path.join(root, "Annotations", "480p")
+    before = {p: open(os.path.join(annotations, SEQS[0], p), "rb").read()
+              for p in os.listdir(os.path.join(annotations, SEQS[0]))}
+    monkeypatch.setattr(cli, "extractor_from_args", lambda args: pytest.fail("the model was loaded"))
+    for out in (annotations, os.path.join(root, "JPEGImages", "480p", "x")):
+        with pytest.raises(InputError, match=r"--output_dir .* lies in the data set's .*: results written there would"):
+            davis_propagate.main(parse(davis_propagate, "--davis_path", root, "--checkpoint", checkpoint,
+                                       "--output_dir", out, "--short_side", 48))
+    assert before == {p: open(os.path.join(annotations, SEQS[0], p), "rb").read() for p in before}
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(InputError, match=r"^--output_dir .*afile: exists and is not a folder$"):
+        davis_propagate.main(parse(davis_propagate, "--davis_path", root, "--checkpoint", checkpoint,
+                                   "--output_dir", tmp_path / "afile", "--short_side", 48))
+    vip = tmp_path / "vip"
+    shutil.copytree(os.path.join(root, "JPEGImages", "480p", SEQS[0]), vip / "Images" / SEQS[0])
+    shutil.copytree(os.path.join(annotations, SEQS[0]), vip / "Annotations" / "Category_ids" / SEQS[0])
+    os.makedirs(vip / "lists")
+    (vip / "lists" / "val_videos.txt").write_text(SEQS[0] + "\n")
+    with pytest.raises(InputError, match="lies in the data set's"):
+        vip_propagate.main(parse(vip_propagate, "--vip_path", vip, "--checkpoint", checkpoint, "--output_dir",
+                                 vip / "Annotations" / "Category_ids", "--size", 48, 64))
+
+
 def test_failed_run_keeps_earlier_outputs(davis, davis_run, tmp_path):
     out = str(tmp_path / "copy")
     shutil.copytree(davis_run, out)
@@ -178,6 +204,10 @@ def test_jhmdb_command(davis, checkpoint, tmp_path):
     mat = tmp_path / "jhmdb" / "joint_positions" / "walk" / "clipA" / "joint_positions.mat"
     scipy.io.savemat(mat, {"pos_img": np.zeros((2, 15, 1))})  # one annotated frame: nothing to propagate to
     with pytest.raises(InputError, match=f"{mat}: 1 annotated frames in pos_img; propagation needs at least 2"):
+        jhmdb_propagate.main(parse(jhmdb_propagate, "--filelist", listed, "--checkpoint", checkpoint,
+                                   "--output_dir", tmp_path / "o4"))
+    mat.write_bytes(b"")  # an empty (cut) download
+    with pytest.raises(InputError, match=f"{mat}: not a JHMDB joint_positions.mat with 'pos_img'"):
         jhmdb_propagate.main(parse(jhmdb_propagate, "--filelist", listed, "--checkpoint", checkpoint,
                                    "--output_dir", tmp_path / "o4"))
 

@@ -102,6 +102,24 @@ def test_optimizer_step_clips_the_gradient_norm_and_returns_it():
     assert p.grad is None  # zeroed for the next accumulation
 
 
+def test_run_script_refuses_an_output_dir_that_is_a_file_before_running(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("")
+
+    def get_args_parser():
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--output_dir")
+        return parser
+
+    monkeypatch.setattr(sys, "argv", ["x", "--output_dir", str(tmp_path / "afile")])
+    with pytest.raises(SystemExit) as e:
+        run_script("t", get_args_parser, lambda args: pytest.fail("main ran"))
+    assert e.value.code == f"error: --output_dir {tmp_path / 'afile'}: exists and is not a folder"
+    with pytest.raises(ValueError, match=r"--dst .*afile/sub: cannot create it \(Not a directory\)"):
+        misc.make_output_dir(str(tmp_path / "afile" / "sub"), "--dst")
+    misc.make_output_dir(str(tmp_path / "new" / "sub"))
+    assert (tmp_path / "new" / "sub").is_dir()
+
+
 @pytest.mark.parametrize("error", [NonFiniteLoss("non-finite loss at epoch 0, iteration 3"),
                                    CheckpointWriteError("o/checkpoint-last.pth: cannot write the checkpoint")])
 def test_run_script_turns_a_diverged_run_or_a_failed_save_into_a_one_line_error(tmp_path, monkeypatch, error):

@@ -353,10 +353,19 @@ def test_amp_residual_needs_bf16_autocast():
 @pytest.mark.parametrize("options, message", [
     (["--mask_ratio", "0"], "--mask_ratio 0.0 must be in"), (["--mask_ratio_f1", "1"], "--mask_ratio_f1 1.0 in"),
     (["--mask_pattern", "grid", "--mask_ratio", "0.95"], "grid supports mask ratios 0.5 and 0.75"),
-    (["--model", "mae_vit_base_patch16"], "not a SiamMAE factory"), (["--batch_size", "3"], "must be a multiple")])
+    (["--model", "mae_vit_base_patch16"], "not a SiamMAE factory"), (["--batch_size", "3"], "must be a multiple"),
+    (["--input_size", "72"], "--input_size 72 must be a multiple of siammae_vit_tiny_patch16's patch size 16"),
+    (["--decoder_num_heads", "5"], "--decoder_embed_dim 32 must be a multiple of --decoder_num_heads 5")])
 def test_options_that_do_not_go_together_stop_before_any_data_is_read(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         run(str(tmp_path / "no_such_data"), tmp_path / "out", *options)  # the data path is never looked at
+
+
+def test_a_finished_run_with_no_epoch_left_says_so(videos, tmp_path, caplog):
+    run(videos, tmp_path, "--epochs", "1", "--save_every", "0")
+    with caplog.at_level("WARNING"):
+        run(videos, tmp_path, "--epochs", "1", "--save_every", "0")
+    assert "nothing to train: the run starts at epoch 1 (resumed, or --start_epoch) and --epochs is 1" in caplog.text
 
 
 def test_davis_during_training_equals_the_cli_on_the_saved_checkpoint(videos, tmp_path):

@@ -7,18 +7,31 @@ import torch
 from util.misc import default_device
 
 
+def bounded(low, high=None, kind=int):
+    """An argparse type: a number of `kind` in [low, high]; outside it, argparse's one-line usage error
+    naming the option ("argument --batch_size: must be at least 1, got 0")."""
+    def parse(text):
+        value = kind(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be at least {low}" + (f" and at most {high}" if high is not None
+                                                                          else "") + f", got {text}")
+        return value
+    parse.__name__ = kind.__name__  # what argparse names in "invalid int value: 'x'"
+    return parse
+
+
 def add_optimization_args(parser, batch_size, epochs, blr, weight_decay, warmup_epochs, epochs_help=None):
     g = parser.add_argument_group("optimization")
-    g.add_argument("--batch_size", default=batch_size, type=int,
+    g.add_argument("--batch_size", default=batch_size, type=bounded(1),
                    help="batch size per GPU (effective batch = batch_size * accum_iter * world size)")
-    g.add_argument("--epochs", default=epochs, type=int, help=epochs_help)
-    g.add_argument("--accum_iter", default=1, type=int,
+    g.add_argument("--epochs", default=epochs, type=bounded(1), help=epochs_help)
+    g.add_argument("--accum_iter", default=1, type=bounded(1),
                    help="accumulate gradients over this many iterations (for a larger effective batch)")
     g.add_argument("--weight_decay", type=float, default=weight_decay)
     g.add_argument("--lr", type=float, default=None, help="absolute learning rate (default: blr * eff. batch / 256)")
     g.add_argument("--blr", type=float, default=blr, help="base learning rate: lr = blr * effective batch / 256")
     g.add_argument("--min_lr", type=float, default=0., help="lower bound of the cosine schedule")
-    g.add_argument("--warmup_epochs", type=int, default=warmup_epochs)
+    g.add_argument("--warmup_epochs", type=bounded(0), default=warmup_epochs)
     g.add_argument("--clip_grad", type=float, default=None, help="clip the gradient norm (default: no clipping)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
                    help="autocast: bf16 on CUDA by default, none on CPU; fp16 uses a grad scaler")
@@ -32,11 +45,11 @@ def add_runtime_args(parser):
     g.add_argument("--device", default=default_device(), help="cuda (default when present) or cpu")
     g.add_argument("--seed", default=0, type=int)
     g.add_argument("--resume", default="", help="checkpoint to resume or initialise from")
-    g.add_argument("--start_epoch", default=0, type=int)
-    g.add_argument("--num_workers", default=8, type=int)
+    g.add_argument("--start_epoch", default=0, type=bounded(0))
+    g.add_argument("--num_workers", default=8, type=bounded(0))
     g.add_argument("--pin_mem", action=argparse.BooleanOptionalAction, default=True,
                    help="pin CPU memory in the data loader")
-    g.add_argument("--print_freq", default=20, type=int)
+    g.add_argument("--print_freq", default=20, type=bounded(1))
     g.add_argument("--world_size", default=1, type=int, help="number of distributed processes")
     g.add_argument("--dist_url", default="env://", help="url used to set up distributed training")
     return g
@@ -78,7 +91,7 @@ def add_classification_args(parser, global_pool):
     g.add_argument("--model", default=None,
                    help="ViT architecture, e.g. vit_base_patch16 (default: that of --finetune, or of the "
                         "checkpoint resumed)")
-    g.add_argument("--input_size", default=None, type=int,
+    g.add_argument("--input_size", default=None, type=bounded(1),
                    help="image size (default: that of the checkpoint resumed, else 224)")
     g.add_argument("--finetune", default="",
                    help="pre-trained weights: a SiamMAE or MAE checkpoint or a ViT state dict (encoder used)")

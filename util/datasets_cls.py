@@ -6,19 +6,37 @@ Training transforms: fine-tuning uses timm's RandAugment pipeline (random-resize
 RandAugment, random erasing); linear probing only a random-resized crop and a flip. Evaluation:
 resize the short side to input_size / crop_pct, centre crop (crop_pct = 224/256 up to 224 px).
 """
+import logging
 import os
 import random
 
 import numpy as np
 import timm.data
 import torch
-from PIL import ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from timm.data import auto_augment
 from timm.data.mixup import mixup_target
 from torchvision import datasets, transforms
 
 from util.image import IMAGENET_MEAN, IMAGENET_STD
 from util.misc import SkipSampler
+
+logger = logging.getLogger("siammae.datasets.classification")  # goes where the run logs (train.log)
+
+
+class UnreadableImage(ValueError):
+    """An image file that does not decode (empty, cut, not an image)."""
+
+
+def read_rgb(path):
+    """The ImageFolder loader: PIL image in RGB, or UnreadableImage naming the file."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except UnidentifiedImageError:
+        raise UnreadableImage(f"{path}: not a readable image (empty, or not an image format PIL knows)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(f"{path}: not a readable image ({e})") from None
 
 
 def posterize(img, bits_to_keep, **_):
@@ -82,7 +100,7 @@ def image_folder(data_path, split, transform):
         raise FileNotFoundError(f"{root}: no such folder (expected --data_path with train/ and val/ "
                                 "holding one sub-folder per class)")
     try:
-        return datasets.ImageFolder(root, transform=transform)
+        return datasets.ImageFolder(root, transform=transform, loader=read_rgb)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{root}: {e}") from None
 
@@ -145,10 +163,13 @@ class EpochKeyed(torch.utils.data.Dataset):
     """dataset[(epoch, index)] is dataset[index] with Python's, numpy's and torch's (CPU) generators seeded
     from (seed, epoch, index) while the transform draws: an image's augmentation depends on neither the
     loader workers nor the items before it, so a resumed run sees what an uninterrupted one would. In the
-    main process (no workers) the caller's streams are put back afterwards (mixup draws from numpy's)."""
+    main process (no workers) the caller's streams are put back afterwards (mixup draws from numpy's).
+    An unreadable image is replaced by the next readable one (and logged once per process), as pre-training
+    skips a corrupt video: one bad file in a million does not stop a run."""
 
     def __init__(self, dataset, seed):
         self.dataset, self.seed = dataset, seed
+        self.unreadable = set()
 
     def __len__(self):
         return len(self.dataset)
@@ -158,7 +179,16 @@ class EpochKeyed(torch.utils.data.Dataset):
         random.seed(seed)
         np.random.seed(seed)
         torch.default_generator.manual_seed(seed)
-        return self.dataset[index]
+        for k in range(len(self.dataset)):
+            i = (index + k) % len(self.dataset)
+            if i in self.unreadable:
+                continue
+            try:
+                return self.dataset[i]
+            except UnreadableImage as e:
+                self.unreadable.add(i)
+                logger.warning("skipped: %s; training uses the next image in its place", e)
+        raise ValueError(f"{self.dataset.root}: no training image is readable")
 
     def __getitem__(self, key):
         if torch.utils.data.get_worker_info() is not None:  # a loader worker: its streams are its own

@@ -126,6 +126,19 @@ def default_device():
 
 
 # ---------------------------------------------------------------- logging
+def make_output_dir(path, option="--output_dir"):
+    """Create the folder a script writes to (and its parents) before any work; a one-line ValueError
+    naming the option when it cannot be: a file in the way, or a folder this user cannot write."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {path}: exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{option} {path}: cannot create it ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: not writable")
+
+
 def setup_logging(output_dir=None):
     """Rank 0 logs INFO to stdout (and output_dir/train.log); other ranks only warnings. Covers the
     'siammae' logger and its children (the data sets' 'siammae.datasets.*': skipped videos)."""

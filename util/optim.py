@@ -2,12 +2,12 @@
 non-finite-loss stop; the command-line entry."""
 import argparse
 import contextlib
-import os
 import sys
 
 import torch
 
 from util.checkpoint import CheckpointWriteError
+from util.misc import make_output_dir
 
 
 class NonFiniteLoss(RuntimeError):
@@ -16,6 +16,16 @@ class NonFiniteLoss(RuntimeError):
 
 # what a training script reports in one line (bad input, a diverged run, a full disk) instead of a traceback
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLoss, CheckpointWriteError)
+
+
+def one_line(error):
+    """An error's message on one line; for one re-raised from a DataLoader worker (torch appends the worker's
+    traceback to its text), the worker's own message."""
+    text = str(error).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]  # "<module>.<Error>: <message>"
+    return last.split(": ", 1)[-1]
 
 
 def backward(loss, scaler):
@@ -55,8 +65,8 @@ def run_script(title, get_args_parser, main):
     """The command line of a training script: parse (with -h), create output_dir, run main(args);
     bad input or a non-finite loss ends the run with one line instead of a traceback."""
     args = argparse.ArgumentParser(title, parents=[get_args_parser()]).parse_args()
-    os.makedirs(args.output_dir, exist_ok=True)
     try:
+        make_output_dir(args.output_dir)
         main(args)
     except USER_ERRORS as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {one_line(e)}")
