@@ -15,6 +15,7 @@ from .demo import demo_video_paths
 from .frames import FrameSource, is_frames_root
 from .images import ImageSource
 from .pairs import PairDataset
+from .sources import IMAGE_EXTENSIONS
 from .video import VideoSource
 
 logger = logging.getLogger("siammae." + __name__)  # goes where the run logs (train.log)
@@ -31,7 +32,11 @@ def build_source(data_path, pretext='video'):
         return FrameSource(data_path)
     if os.path.isfile(data_path):
         if data_path.lower().endswith(('.txt', '.csv')):
-            return VideoSource.from_list(data_path)
+            videos = VideoSource.from_list(data_path)
+            if len(videos) and all(p.lower().endswith(IMAGE_EXTENSIONS) for p in videos.paths):
+                raise ValueError(f'{data_path}: lists images, not videos (for image crops, give their folder '
+                                 'with --pretext crop)')
+            return videos
         raise ValueError(f'{data_path}: expected a folder, a .txt/.csv list of videos or a '
                          f'manifest.csv')
     if pretext == 'crop':

@@ -5,6 +5,7 @@ A source (video.VideoSource, frames.FrameSource, images.ImageSource) has `paths`
 (one per dataset item) and `open(i)`, a context manager giving a clip with
 `num_frames`, `fps` and `read(indices) -> list of (H, W, 3) uint8 BGR frames`.
 """
+import csv
 import os
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v')
@@ -88,9 +89,11 @@ def read_path_list(list_file):
 
 
 def _split_list_line(line, base):
-    """(path, label or None) of one list line; see read_path_list."""
-    if ',' in line:
-        path, _, label = (s.strip() for s in line.partition(','))
+    """(path, label or None) of one list line; see read_path_list. A comma line is read as CSV (a quoted
+    path may hold commas); an unquoted line ending with a video extension is one path, commas and all."""
+    if line.startswith('"') or (',' in line and not line.lower().endswith(VIDEO_EXTENSIONS)):
+        fields = [f.strip() for f in next(csv.reader([line]))] + ['']
+        path, label = fields[0], fields[1]
     elif line.lower().endswith(VIDEO_EXTENSIONS) or os.path.isfile(os.path.join(base, line)):
         path, label = line, ''
     else:

@@ -33,6 +33,11 @@ def load_sequence(davis_path, name, resolution="480p"):
     if missing:
         raise InputError(f"{missing[0]}: frame without annotation ({stem(missing[0])}.png) "
                          f"in {os.path.dirname(annotations[0])}")
+    frame_stems = {stem(p) for p in frames}
+    extra = [p for p in annotations if stem(p) not in frame_stems]
+    if extra:
+        raise InputError(f"{extra[0]}: annotation without frame ({stem(extra[0])}.jpg) in "
+                         f"{os.path.dirname(frames[0])}: is the frames folder complete?")
     by_stem = {stem(p): p for p in annotations}
     annotations = [by_stem[stem(p)] for p in frames]
     size = image_size(frames[0])
@@ -54,5 +59,7 @@ def first_annotation(seq):
     mask, palette = read_indexed_png(seq.annotations[0])
     n_objects = int(np.where(mask == 255, 0, mask).max())
     if n_objects == 0:
-        raise InputError(f"{seq.annotations[0]}: the first annotation holds no object")
+        hint = (" (only 0 and 255, which DAVIS reads as void: objects are indices 1..N, as in a palette PNG, "
+                "not 255 as in a black-and-white mask)" if (mask == 255).any() else "")
+        raise InputError(f"{seq.annotations[0]}: the first annotation holds no object{hint}")
     return mask, palette, n_objects

@@ -13,6 +13,7 @@ videos; frames in ``Rename_Images/<action>/<video>/``, joints in
 """
 import argparse
 import glob
+import logging
 import os
 import sys
 
@@ -25,6 +26,8 @@ import scipy.io
 from eval import cli, keypoints
 from eval.files import InputError, atomic_path, image_size, list_files, read_list, write_csv
 from eval.propagation import propagate
+
+logger = logging.getLogger("siammae.eval.jhmdb")
 
 ALPHAS = (0.1, 0.2)
 
@@ -95,6 +98,9 @@ def read_video(frames_dir, mat):
     for path, n, what in ((frames_dir, len(frames), "frames"), (mat, len(joints), "annotated frames in pos_img")):
         if n < 2:
             raise InputError(f"{path}: {n} {what}; propagation needs at least 2")
+    if len(frames) != len(joints):  # JHMDB has such videos; CRW's evaluation also keeps the shorter length
+        logger.warning(f"{mat}: {len(joints)} annotated frames for {len(frames)} frames in {frames_dir}: "
+                       f"the first {min(len(frames), len(joints))} are evaluated")
     return frames, joints
 
 

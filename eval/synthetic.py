@@ -8,6 +8,7 @@ official scorer) runs on it. Used by the quick start and the tests:
 """
 import argparse
 import os
+import shutil
 import sys
 
 if __name__ == "__main__":  # run as a script: the repo root, not eval/, first on the path
@@ -68,11 +69,14 @@ def make_sequence(rng, n_frames=12, height=120, width=160, n_objects=2):
 
 
 def write_davis_set(out, n_sequences=2, n_frames=12, height=120, width=160, n_objects=2, seed=0):
-    """Write the set under `out`; returns the sequence names."""
+    """Write the set under `out`, replacing sequences of the same names an earlier call wrote (their frames
+    would otherwise mix two sizes or lengths); returns the sequence names."""
     rng = np.random.default_rng(seed)
     palette = default_palette()
     names = [f"synthetic-{i:02d}" for i in range(n_sequences)]
     for name in names:
+        for kind in ("JPEGImages", "Annotations"):
+            shutil.rmtree(os.path.join(out, kind, "480p", name), ignore_errors=True)
         frames, masks = make_sequence(rng, n_frames, height, width, n_objects)
         for t, (frame, mask) in enumerate(zip(frames, masks)):
             with atomic_path(os.path.join(out, "JPEGImages", "480p", name, f"{t:05d}.jpg")) as tmp:

@@ -149,6 +149,14 @@ def test_training_checkpoint_with_namespace_round_trip(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_a_classifier_for_other_classes_and_a_folder_are_named_as_such(tmp_path):
+    trained = models_vit.vit_tiny_patch16(num_classes=2, depth=1)
+    with pytest.raises(ValueError, match=r"ckpt: its classifier has 2 classes, this run 3 \(--nb_classes"):
+        load_exact(models_vit.vit_tiny_patch16(num_classes=3, depth=1), trained.state_dict(), "ckpt")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: a folder, not a checkpoint file"):
+        load_checkpoint(str(tmp_path))
+
+
 def test_failed_save_keeps_previous_file(tmp_path):
     path = str(tmp_path / "ckpt.pth")
     save_atomic({"epoch": 1}, path)

@@ -84,6 +84,10 @@ def test_image_folder_for_crops(tmp_path):
     assert isinstance(dataset.source, datasets.ImageSource) and dataset[2][0].shape == (2, 2, 3, 32, 32)
     with pytest.raises(ValueError, match='use --pretext crop'):
         datasets.build_pretrain_dataset(args(data_path=str(tmp_path)))
+    listed = tmp_path / 'images.txt'  # a list of images would train on one-frame "videos"
+    listed.write_text(''.join(f'{p}\n' for p in make_image_folder(str(tmp_path / 'more'), 2, (60, 80))))
+    with pytest.raises(ValueError, match=r'images.txt: lists images, not videos \(for image crops, give their folder'):
+        datasets.build_pretrain_dataset(args(data_path=str(listed)))
 
 
 def test_demo_set_when_no_path():

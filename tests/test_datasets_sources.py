@@ -61,3 +61,12 @@ def test_read_path_list_spaces_bom_and_encoding(tmp_path):
     latin.write_bytes('caf\xe9.mp4\n'.encode('latin-1'))
     with pytest.raises(ValueError, match=r'latin\.txt: not UTF-8 text'):
         read_path_list(str(latin))
+
+
+def test_read_path_list_csv_quoting_and_commas_in_names(tmp_path):
+    lst = tmp_path / 'list.csv'  # as csv.writer quotes a path with a comma; an unquoted one ending in .avi stays whole
+    lst.write_text('path,label\n"abseiling up/v,2.avi",3\n"quoted only.mp4"\nraw/v,3.avi\n')
+    paths, labels = read_path_list(str(lst))
+    assert paths == [str(tmp_path / 'abseiling up' / 'v,2.avi'), str(tmp_path / 'quoted only.mp4'),
+                     str(tmp_path / 'raw' / 'v,3.avi')]
+    assert labels == ['3', None, None]

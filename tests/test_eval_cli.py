@@ -91,6 +91,15 @@ def broken_copy(davis, tmp_path):
     return root
 
 
+def test_a_second_synthetic_set_in_the_same_folder_replaces_the_first(tmp_path):
+    write_davis_set(str(tmp_path), n_sequences=1, n_frames=5, height=64, width=80)
+    write_davis_set(str(tmp_path), n_sequences=1, n_frames=2, height=32, width=48)
+    for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
+        folder = tmp_path / kind / "480p" / SEQS[0]
+        assert sorted(os.listdir(folder)) == [f"0000{t}.{ext}" for t in range(2)]
+        assert all(Image.open(folder / f).size == (48, 32) for f in os.listdir(folder))
+
+
 def test_bad_davis_inputs_name_the_file(davis, checkpoint, tmp_path):
     def run(root, *extra):
         davis_propagate.main(parse(davis_propagate, "--davis_path", root, "--checkpoint", checkpoint,
@@ -119,6 +128,16 @@ def test_bad_davis_inputs_name_the_file(davis, checkpoint, tmp_path):
     assert not os.path.exists(tmp_path / "out")  # input checked before anything is written
     with pytest.raises(InputError, match="results folder"):
         run(davis, "--score_only")
+    shutil.rmtree(root)
+    root = broken_copy(davis, tmp_path)
+    first = os.path.join(root, "Annotations", "480p", SEQS[0], "00000.png")
+    labels, palette = read_indexed_png(first)
+    write_indexed_png(first, np.zeros_like(labels), palette)
+    with pytest.raises(InputError, match=r"00000\.png: the first annotation holds no object$"):
+        run(root)
+    write_indexed_png(first, np.where(labels > 0, 255, 0).astype(labels.dtype), palette)  # a black-and-white mask
+    with pytest.raises(InputError, match=r"holds no object \(only 0 and 255, which DAVIS reads as void"):
+        run(root)
 
 
 def test_results_folder_in_the_data_set_or_blocked_by_a_file_is_refused_before_any_work(davis, checkpoint, tmp_path,
@@ -162,6 +181,21 @@ def test_failed_run_keeps_earlier_outputs(davis, davis_run, tmp_path):
     assert f"{SEQS[1]}/00002.png: index 7 is higher than the 2 objects" in run.stderr
     assert before == {f: open(os.path.join(out, f), "rb").read() for f in before}
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+
+def test_davis_annotation_without_its_frame_and_jhmdb_count_mismatch_are_reported(davis, tmp_path, caplog):
+    root = broken_copy(davis, tmp_path)
+    os.remove(os.path.join(root, "JPEGImages", "480p", SEQS[0], "00004.jpg"))
+    with pytest.raises(InputError, match=r"00004\.png: annotation without frame \(00004\.jpg\)"):
+        davis_propagate.load_sequences(parse(davis_propagate, "--davis_path", root))
+    jhmdb = tmp_path / "jhmdb"
+    make_jhmdb(str(jhmdb), davis)
+    os.remove(jhmdb / "Rename_Images" / "walk" / "clipA" / "00005.png")
+    mat = jhmdb / "joint_positions" / "walk" / "clipA" / "joint_positions.mat"
+    with caplog.at_level("WARNING", logger="siammae"):
+        frames, joints = jhmdb_propagate.read_video(str(jhmdb / "Rename_Images" / "walk" / "clipA"), str(mat))
+    assert (len(frames), len(joints)) == (4, 5)
+    assert f"{mat}: 5 annotated frames for 4 frames in" in caplog.text and "the first 4 are evaluated" in caplog.text
 
 
 def make_jhmdb(root, davis):

@@ -527,7 +527,7 @@ def test_save_every_keeps_every_nth_epoch_and_the_last(videos, tmp_path):
 def test_effective_batch_and_lr_are_reported(videos, tmp_path, caplog):
     """--batch_size 4, --accum_iter 2, 1 process: effective batch 8 pairs, lr = 1e-2 * 8 / 256 = 3.125e-4."""
     with caplog.at_level("INFO"):
-        run(videos, tmp_path / "out", "--epochs", "0", "--accum_iter", "2")
+        run(videos, tmp_path / "out", "--epochs", "1", "--stop_after_iters", "1", "--accum_iter", "2")
     assert "effective batch 8 pairs (4 per process x 2 accumulation x 1 processes); lr 3.125e-04" in caplog.text
 
 

@@ -79,8 +79,8 @@ def non_default_argv(parser):
         else:
             if a.choices:
                 value = next((c for c in a.choices if c != a.default), a.default)
-            elif a.type in (int, float):
-                value = a.type(3) if a.default != 3 else a.type(4)
+            elif a.type in (int, float) or getattr(a.type, "__name__", "") in ("int", "float"):  # util.args.bounded
+                value = a.type("3") if a.default != 3 else a.type("4")
             elif a.type in (None, str):
                 value = "x"
             else:  # a custom type: feed it its default back

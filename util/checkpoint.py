@@ -35,6 +35,8 @@ PATCH_DEPENDENT_KEYS = ("decoder_pred.weight", "decoder_pred.bias")
 def load_checkpoint(path):
     """Load a checkpoint file safely onto the CPU. Raises a one-line error for a missing file,
     a file that is not a checkpoint, or one that holds pickled objects outside the allow-list."""
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
@@ -203,7 +205,7 @@ def _describe_encoder(sd):
         return ""
     depth = 1 + max((int(k.split(".")[1]) for k in sd if re.match(r"blocks\.\d+\.", k)), default=-1)
     return (f" the file holds a ViT of width {weight.shape[0]}, patch {weight.shape[-1]}, {depth} blocks: "
-            "check --model, e.g. siammae_vit_base_patch16 for MAE's ViT-B weights")
+            "check --model (vit_base_patch16 holds MAE's ViT-B weights; siammae_vit_base_patch16 in pre-training)")
 
 
 def load_exact(model, sd, source="checkpoint"):
@@ -217,6 +219,9 @@ def load_exact(model, sd, source="checkpoint"):
         raise ValueError(f"{source}: does not fit this model ({what}; {len(missing)} missing, "
                          f"{len(unexpected)} unexpected keys): was it saved by a run with other model options?")
     for k, v in sd.items():
+        if v.shape != target[k].shape and k.startswith("head.") and v.shape[1:] == target[k].shape[1:]:
+            raise ValueError(f"{source}: its classifier has {v.shape[0]} classes, this run {target[k].shape[0]} "
+                             "(--nb_classes, or the class folders of --data_path): was it trained on another data set?")
         if v.shape != target[k].shape:
             raise ValueError(f"{source}: '{k}' has shape {tuple(v.shape)} but the model expects "
                              f"{tuple(target[k].shape)}: was it trained with another --model"
