@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 
 from datasets import FrameSource, ImageSource, PairDataset, VideoSource, demo_video_paths  # noqa: E402
 from datasets import extract_frames, synthetic  # noqa: E402
+from util.args import bounded  # noqa: E402
 
 
 def names(*allowed):
@@ -42,20 +43,42 @@ def names(*allowed):
     return parse
 
 
+def worker_counts(text):
+    """argparse type: comma-separated loader worker counts (>= 0) -> list of int."""
+    try:
+        counts = [int(w) for w in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if min(counts) < 0:
+        raise argparse.ArgumentTypeError(f"worker counts must be >= 0, got {text!r}")
+    return counts
+
+
+def parse_hw(text):
+    """argparse type: 'HxW' (each >= 16 px) -> (H, W)."""
+    try:
+        h, w = (int(s) for s in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 360x480, got {text!r}") from None
+    if min(h, w) < 16:
+        raise argparse.ArgumentTypeError(f"both sides must be >= 16 px, got {text!r}")
+    return h, w
+
+
 def get_args_parser():
     parser = argparse.ArgumentParser('SiamMAE data-loading throughput', add_help=True)
-    parser.add_argument('--workers', default='0,2', help='comma-separated loader worker counts')
-    parser.add_argument('--num_pairs', default=200, type=int, help='pairs timed per run')
-    parser.add_argument('--batch_size', default=8, type=int, help='items per batch (R pairs each)')
-    parser.add_argument('--repeated_sampling', default=2, type=int)
-    parser.add_argument('--input_size', default=224, type=int)
+    parser.add_argument('--workers', default='0,2', type=worker_counts, help='comma-separated loader worker counts')
+    parser.add_argument('--num_pairs', default=200, type=bounded(1), help='pairs timed per run')
+    parser.add_argument('--batch_size', default=8, type=bounded(1), help='items per batch (R pairs each)')
+    parser.add_argument('--repeated_sampling', default=2, type=bounded(1))
+    parser.add_argument('--input_size', default=224, type=bounded(16))
     parser.add_argument('--device', default='cpu', help="'cuda' also times the pinned copy to GPU")
     parser.add_argument('--sets', default='demo,generated', type=names('demo', 'generated'))
     parser.add_argument('--sources', default='video,frames,crop', type=names('video', 'frames', 'crop'))
-    parser.add_argument('--gen_videos', default=8, type=int)
-    parser.add_argument('--gen_frames', default=150, type=int)
-    parser.add_argument('--gen_size', default='360x480', help='generated video H x W')
-    parser.add_argument('--image_size', default='375x500', help='generated image H x W')
+    parser.add_argument('--gen_videos', default=8, type=bounded(1))
+    parser.add_argument('--gen_frames', default=150, type=bounded(2))
+    parser.add_argument('--gen_size', default='360x480', type=parse_hw, help='generated video H x W')
+    parser.add_argument('--image_size', default='375x500', type=parse_hw, help='generated image H x W')
     parser.add_argument('--work_dir', default='', help='keep generated data here (default: temp)')
     return parser
 
@@ -95,19 +118,14 @@ def prepare_demo(work):
                 crop=ImageSource(os.path.dirname(images)))
 
 
-def parse_hw(text):
-    h, w = text.lower().split('x')
-    return int(h), int(w)
-
-
 def prepare_generated(work, args):
     videos = os.path.join(work, 'gen_videos')
     if not os.path.isdir(videos):
         synthetic.make_video_folder(videos, args.gen_videos, args.gen_frames,
-                                    parse_hw(args.gen_size), ext='.mp4', content='texture')
+                                    args.gen_size, ext='.mp4', content='texture')
     images = os.path.join(work, 'gen_images')
     if not os.path.isdir(images):
-        synthetic.make_image_folder(images, 64, parse_hw(args.image_size))
+        synthetic.make_image_folder(images, 64, args.image_size)
     return dict(video=VideoSource.from_folder(videos),
                 frames=FrameSource(extract(videos, os.path.join(work, 'gen_frames'))),
                 crop=ImageSource(images))
@@ -152,7 +170,7 @@ def main(args):
                 dataset = PairDataset(source, pretext='crop' if source_name == 'crop' else 'video',
                                       input_size=args.input_size,
                                       repeated_sampling=args.repeated_sampling)
-                for workers in [int(w) for w in args.workers.split(',')]:
+                for workers in args.workers:
                     pairs, seconds, cpu_seconds, skipped = time_loader(dataset, workers, args)
                     rate = pairs / seconds
                     print(json.dumps(dict(

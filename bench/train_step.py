@@ -31,15 +31,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import main_pretrain_siam  # noqa: E402
 from datasets import build_pretrain_dataset, to_device  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
-from util.args import amp_dtype, autocast  # noqa: E402
+from util.args import amp_dtype, autocast, bounded  # noqa: E402
 from util.misc import compile_model  # noqa: E402
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser("SiamMAE training-step benchmark", parents=[main_pretrain_siam.get_args_parser()])
-    parser.add_argument("--steps", default=30, type=int, help="timed steps")
-    parser.add_argument("--warmup_steps", default=5, type=int)
-    parser.add_argument("--data_steps", default=None, type=int,
+    parser.add_argument("--steps", default=30, type=bounded(1), help="timed steps")
+    parser.add_argument("--warmup_steps", default=5, type=bounded(0))
+    parser.add_argument("--data_steps", default=None, type=bounded(1),
                         help="steps timed on the real loader (default: 40 per worker, at least --steps): the "
                              "batches the workers prefetch (2 each) must be a small part of the window")
     parser.add_argument("--profile", default="", help="also profile 5 steps: print where device time goes "
@@ -212,6 +212,8 @@ def dynamo_graphs():
 def run(args):
     device = torch.device(args.device)
     main_pretrain_siam.check_args(args)
+    if args.profile and not os.path.isdir(os.path.dirname(os.path.abspath(args.profile))):
+        raise FileNotFoundError(f"--profile {args.profile}: no such folder to write it in")
     torch.manual_seed(args.seed)
     model, optimizer, scaler, _ = main_pretrain_siam.build_training(args, device)
     flops, model_flops = count_flops_per_pair(model, args, device)

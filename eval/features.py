@@ -29,6 +29,8 @@ def network_size(height, width, patch, short_side=None, size=None):
         if size[0] % patch or size[1] % patch or min(size) <= 0:
             raise InputError(f"--size {size[0]} {size[1]}: both sides must be positive multiples of the patch {patch}")
         return tuple(size)
+    if short_side < patch:
+        raise InputError(f"--short_side {short_side}: smaller than one patch ({patch} px)")
     scale = short_side / min(height, width)
     return tuple(max(patch, int(round(s * scale / patch)) * patch) for s in (height, width))
 

@@ -78,3 +78,16 @@ def test_data_throughput_names_an_unknown_source_in_one_line(capsys):
     with pytest.raises(SystemExit):
         data_throughput.get_args_parser().parse_args(["--sources", "videos"])
     assert "unknown videos; choose from video, frames, crop" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "a,b"], "argument --workers: expected comma-separated integers, got 'a,b'"),
+    (["--workers", "0,-1"], "argument --workers: worker counts must be >= 0"),
+    (["--gen_size", "64"], "argument --gen_size: expected HxW, e.g. 360x480, got '64'"),
+    (["--gen_size", "0x0"], "argument --gen_size: both sides must be >= 16 px"),
+    (["--repeated_sampling", "0"], "argument --repeated_sampling: must be at least 1, got 0")])
+def test_data_throughput_bad_arguments_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        data_throughput.get_args_parser().parse_args(argv)
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert data_throughput.get_args_parser().parse_args(["--workers", "0,14", "--gen_size", "256x340"]).workers == [0, 14]

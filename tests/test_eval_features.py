@@ -19,6 +19,9 @@ def test_network_size_keeps_aspect_and_rounds_to_the_patch():
     assert network_size(480, 854, 16, size=(480, 880)) == (480, 880)
     with pytest.raises(InputError, match="multiples of the patch 16"):
         network_size(480, 854, 16, size=(480, 870))
+    assert network_size(480, 854, 16, short_side=16) == (16, 32)
+    with pytest.raises(InputError, match=r"--short_side 10: smaller than one patch \(16 px\)"):
+        network_size(480, 854, 16, short_side=10)
 
 
 class PixelModel(nn.Module):

@@ -172,3 +172,12 @@ def test_kernel_times_leave_out_user_annotations():
                             self_device_time_total=0.0, self_cpu_time_total=30.0)]
     assert train_step.kernel_times(rows, cuda=True) == {"multi_tensor_apply_kernel": 490.0}
     assert train_step.kernel_times(rows, cuda=False) == {"aten::mm": 30.0}
+
+
+def test_a_profile_file_in_a_missing_folder_is_refused_before_the_benchmark(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_step.main_pretrain_siam, "build_training", lambda *a: pytest.fail("the benchmark ran"))
+    args = train_step.get_args_parser().parse_args(["--batch_size", "2", "--input_size", "64", "--device", "cpu",
+                                                    "--model", "siammae_vit_tiny_patch16",
+                                                    "--profile", str(tmp_path / "missing" / "top.txt")])
+    with pytest.raises(FileNotFoundError, match=r"--profile .*missing/top.txt: no such folder to write it in"):
+        train_step.run(args)
