@@ -133,6 +133,10 @@ def finish_args(args, parser):
         if args.output_dir == parser.get_default("output_dir"):
             args.output_dir = args.job_dir
         args.output_dir = os.path.abspath(args.output_dir)
+    for option in ("job_dir", "output_dir"):
+        blocked = file_in_the_way(getattr(args, option, None))
+        if blocked:
+            parser.error(f"--{option} {getattr(args, option)}: {blocked} is a file, not a folder")
     # the main's default --device was chosen on this (submitting) host, often a login node without
     # a GPU: decide from --ngpus instead, what the job will have
     if hasattr(args, "device"):
@@ -141,6 +145,13 @@ def finish_args(args, parser):
         elif args.ngpus == 0 and str(args.device).startswith("cuda"):
             parser.error(f"--device {args.device} with --ngpus 0: the job has no GPU")
     return args
+
+
+def file_in_the_way(path):
+    """The file at path or at the nearest of its existing ancestors (the folder cannot be made), else None."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path if path and not os.path.isdir(path) else None
 
 
 # ---------------------------------------------------------------- the job

@@ -188,6 +188,9 @@ def siammae_config(sd, saved, args, source):
         named = models_vit.vit_config(models_vit.to_vit_name(name))
         if named["embed_dim"] == cfg["embed_dim"]:
             cfg["num_heads"] = named["num_heads"]
+        elif args.model:
+            logger.warning(f"--model {args.model} is {named['embed_dim']} wide, {source}'s encoder "
+                           f"{cfg['embed_dim']}: --model ignored (the architecture comes from the weights)")
     if "decoder_embed.weight" not in sd:
         raise ValueError(f"{source}: holds no decoder weights; reconstructions need a SiamMAE checkpoint or "
                          "MAE's mae_visualize_vit_*.pth")

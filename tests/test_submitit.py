@@ -246,6 +246,15 @@ def test_debug_job_with_bad_input_ends_in_one_line_not_in_the_debugger(tmp_path,
     assert e.value.code == "error: absent.pth: no such file"
 
 
+@pytest.mark.parametrize("option", ["--job_dir", "--output_dir"])
+def test_a_file_where_the_job_or_output_folder_goes_is_refused_at_submission(tmp_path, option, capsys):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit):
+        sp.launch([*FAKE, "--cluster", "debug", "--ngpus", "0", option, str(tmp_path / "afile" / "%j")])
+    assert capsys.readouterr().err.strip().endswith(f"{option} {tmp_path}/afile/%j: {tmp_path}/afile is a file, "
+                                                    "not a folder")
+
+
 def test_slurm_submission_where_there_is_no_slurm_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))  # neither sbatch nor srun

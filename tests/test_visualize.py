@@ -71,6 +71,15 @@ def test_model_settings_come_from_the_checkpoint(checkpoint):
         assert torch.equal(model.state_dict()[k], v), k
 
 
+def test_a_model_name_of_another_width_than_the_checkpoint_is_reported_and_ignored(checkpoint, caplog):
+    args = argparse.Namespace(checkpoint=checkpoint[0], model="siammae_vit_small_patch16", encoder=None,
+                              norm_pix_loss=None)
+    with caplog.at_level("WARNING", logger="siammae"):
+        model = visualize.build_model(args)
+    assert model.blocks[0].attn.num_heads == 3  # the checkpoint's ViT-Ti, not ViT-S's 6 heads
+    assert "--model siammae_vit_small_patch16 is 384 wide, " in caplog.text and "--model ignored" in caplog.text
+
+
 def test_two_frames_and_a_mae_visualize_checkpoint(tmp_path):
     mae = models_mae.mae_vit_tiny_patch16(**TINY)
     torch.save({"model": mae.state_dict()}, tmp_path / "mae_visualize.pth")
