@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 
 from eval.files import atomic_path, default_palette, write_indexed_png, write_text
+from util.args import bounded
+from util.misc import make_output_dir
 
 
 def texture(rng, height, width, colour):
@@ -89,18 +91,20 @@ def write_davis_set(out, n_sequences=2, n_frames=12, height=120, width=160, n_ob
 def get_args_parser():
     parser = argparse.ArgumentParser("Synthetic DAVIS-format sequences", add_help=False)
     parser.add_argument("--out", required=True, help="folder to write the set into")
-    parser.add_argument("--sequences", default=2, type=int)
-    parser.add_argument("--frames", default=12, type=int)
-    parser.add_argument("--height", default=120, type=int)
-    parser.add_argument("--width", default=160, type=int)
-    parser.add_argument("--objects", default=2, type=int)
+    parser.add_argument("--sequences", default=2, type=bounded(1))
+    parser.add_argument("--frames", default=12, type=bounded(1))
+    parser.add_argument("--height", default=120, type=bounded(16))
+    parser.add_argument("--width", default=160, type=bounded(16))
+    parser.add_argument("--objects", default=2, type=bounded(1))
     parser.add_argument("--seed", default=0, type=int)
     return parser
 
 
 def main(args):
-    if min(args.sequences, args.frames, args.objects) < 1 or min(args.height, args.width) < 16:
-        sys.exit("synthetic.py: error: --sequences, --frames, --objects must be >= 1 and --height, --width >= 16")
+    try:
+        make_output_dir(args.out, "--out")
+    except ValueError as e:
+        sys.exit(f"synthetic.py: error: {e}")
     names = write_davis_set(args.out, args.sequences, args.frames, args.height, args.width, args.objects, args.seed)
     print(f"wrote {len(names)} sequences x {args.frames} frames ({args.height}x{args.width}) to {args.out}")
 

@@ -83,6 +83,11 @@ def test_synthetic_command(tmp_path):
     assert run.returncode == 0, run.stderr
     assert sorted(os.listdir(tmp_path / "JPEGImages" / "480p" / "synthetic-00")) == ["00000.jpg", "00001.jpg", "00002.jpg"]
     assert (tmp_path / "ImageSets" / "2017" / "val.txt").read_text() == "synthetic-00\n"
+    (tmp_path / "afile").write_text("")
+    for argv, message in (([str(tmp_path / "afile")], "--out " + str(tmp_path / "afile") + ": exists and is not a folder"),
+                          ([str(tmp_path), "--height", "8"], "argument --height: must be at least 16, got 8")):
+        run = subprocess.run([sys.executable, "eval/synthetic.py", "--out", *argv], cwd=REPO, capture_output=True, text=True)
+        assert run.returncode != 0 and run.stderr.strip().splitlines()[-1].endswith(message), run.stderr
 
 
 def broken_copy(davis, tmp_path):
