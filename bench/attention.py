@@ -1,7 +1,10 @@
 """Fused attention kernels on the shapes of a SiamMAE step: forward+backward time per kernel family.
 
-One JSON line per (shape, backend): milliseconds (median of --reps), TFLOP/s (forward 4*B*H*Lq*Lk*d,
-backward counted as 2.5x forward), or the error when the backend does not take the shape. The
+One JSON line per (shape, backend): milliseconds per call (median of --reps samples, each timing --inner
+calls back to back, so that the GPU's time is measured rather than the host's launch cost: timed one call
+at a time on an H200, the masked f2 pass's tiny attention read 0.2-0.6 ms per call, while in the compiled
+step's profile neither its forward nor its backward reached 1 ms per step of 12 calls), TFLOP/s (forward
+4*B*H*Lq*Lk*d, backward counted as 2.5x forward), or the error when the backend does not take the shape. The
 inputs are laid out as the model's blocks make them (views of the packed qkv / kv projections).
 
     python bench/attention.py --model vit_small_patch16 --batch_size 256        # on CUDA
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from models_vit import vit_config
+from util.args import bounded
 from util.misc import default_device
 
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
@@ -38,7 +42,8 @@ def get_args_parser():
     parser.add_argument("--mask_ratio", default=0.95, type=float)
     parser.add_argument("--batch_size", default=256, type=int)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    parser.add_argument("--reps", default=20, type=int)
+    parser.add_argument("--reps", default=20, type=bounded(1), help="timed samples (the median is printed)")
+    parser.add_argument("--inner", default=10, type=bounded(1), help="calls back to back in each sample")
     parser.add_argument("--warmup_s", default=0.5, type=float, help="seconds of warm-up calls per case")
     parser.add_argument("--device", default=default_device())
     return parser
@@ -72,9 +77,10 @@ def qkv_views(leaves):
     return (q.transpose(1, 2), *kv.permute(2, 0, 3, 1, 4).unbind(0))
 
 
-def time_ms(fn, device, reps, warmup_s):
-    """Median milliseconds of fn() over reps, after calling it for warmup_s seconds (at least 3
-    times): an idle GPU's clock takes a while to rise, and the first calls would be timed slow."""
+def time_ms(fn, device, reps, warmup_s, inner=1):
+    """Median milliseconds per call of fn() over reps samples of `inner` calls each, after calling it for
+    warmup_s seconds (at least 3 times): an idle GPU's clock takes a while to rise, and the first calls
+    would be timed slow."""
     t0, calls = time.perf_counter(), 0
     while calls < 3 or time.perf_counter() - t0 < warmup_s:
         fn()
@@ -86,14 +92,16 @@ def time_ms(fn, device, reps, warmup_s):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            for _ in range(inner):
+                fn()
             end.record()
             torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end))
+            times.append(start.elapsed_time(end) / inner)
         else:
             t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+            for _ in range(inner):
+                fn()
+            times.append((time.perf_counter() - t0) * 1e3 / inner)
     return statistics.median(times)
 
 
@@ -111,7 +119,7 @@ def measure(args, shape, backend, device, dtype):
     row = {"bench": "attention", "device": str(device), "shape": name, "batch": args.batch_size, "heads": h,
            "lq": lq, "lk": lk, "head_dim": d, "uses_per_step": uses, "backend": backend}
     try:
-        ms = time_ms(fwd_bwd, device, args.reps, args.warmup_s)
+        ms = time_ms(fwd_bwd, device, args.reps, args.warmup_s, args.inner)
     except RuntimeError as e:
         return {**row, "error": str(e).splitlines()[0][:200]}
     flop = 4 * args.batch_size * h * lq * lk * d * 3.5

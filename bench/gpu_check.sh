@@ -4,7 +4,7 @@
 # stderr.txt, when less than that is left; one that runs past its ceiling is stopped and logged as such.
 #
 #   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual (= step, curve) nvjpeg
-#                                             data (= loader, feed) autotune models attention (= levers'
+#                                             data (= loader, feed) models attention (= levers'
 #                                             kernel table alone)
 #                                             propagation (default: all, in that order; a lever's section needs
 #                                             its baseline, 'compiled', in the same call)
@@ -16,11 +16,11 @@
 #               kernels, a third of the step, run slower, so its MFU is not comparable); on an H100, compare
 #               only with a baseline run in the same call.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
-# Left for issue 7 (session 5 measured compiled, residual and data on an H200): BUDGET=480 bash
-# bench/gpu_check.sh compiled feed (the one-graph compile against session 5's 3,233 pairs/s; the
-# overlapped upload, the faster worker and the --gpu_decode fix), then on the warm machine BUDGET=300
-# ... autotune (GEMM templates with fused epilogues: the largest untried lever), then curve (the seed
-# noise floor of --amp_residual's loss curve) and models.
+# Left for issue 7 (sessions 5 and 10 measured compiled, residual, data, feed, autotune (dropped: Triton's GEMM
+# templates lost to cuBLAS) and attention on an H200): BUDGET=520 bash bench/gpu_check.sh compiled residual
+# (--amp_residual on the one-graph step, then its loss curve against the seed-to-seed spread), then on the warm
+# machine BUDGET=200 ... models attention (ViT-B/16 and ViT-S/8 eager, not timed since the patch embedding became
+# one matrix product; the attention kernels with CropMAE's 8 decoder heads).
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
@@ -66,7 +66,7 @@ py() {  # py SECONDS script args...: run a bench script with that ceiling, keep 
 step() { py "$1" bench/train_step.py "${@:2}" "${TINY[@]}"; }
 S16=(--model siammae_vit_small_patch16 --batch_size 256 --amp bf16)  # the issue's reference configuration
 FASTEST=auto
-read -r -a KEEP <<< "${KEEP:-}"  # levers kept after an earlier check (e.g. KEEP=--amp_residual): data, models, autotune
+read -r -a KEEP <<< "${KEEP:-}"  # levers kept after an earlier check (e.g. KEEP=--amp_residual): data, models
 
 steps() { step 90 "${S16[@]}" --steps 30 --profile "$OUT/top_eager.txt"; }
 compiled() { step 200 "${S16[@]}" --steps 30 --compile --profile "$OUT/top_compiled.txt"; }
@@ -141,16 +141,14 @@ models() {
   step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15 --sdpa "$FASTEST" "${KEEP[@]}"
   step 60 --model siammae_vit_small_patch8 --batch_size 128 --amp bf16 --steps 15 --sdpa "$FASTEST" "${KEEP[@]}"
 }
-autotune() {  # Inductor's GEMM templates, which can fuse bias, GELU and casts into the matrix product, chosen by
-              # timing against cuBLAS (max_autotune_gemm alone: max-autotune's per-kernel coordinate descent
-              # would add minutes of compiling for the element-wise kernels); its ceiling, 280 s, fits BUDGET=300
-  TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 step 280 "${S16[@]}" --steps 30 --compile --sdpa "$FASTEST" "${KEEP[@]}" \
-      --profile "$OUT/top_autotune.txt"
+attention() {  # the kernel families on the step's shapes, no compile: MAE's decoder heads (16 of 32), then
+               # CropMAE's (8 of 64)
+  py 60 bench/attention.py "${ATTN[@]}"
+  py 60 bench/attention.py "${ATTN[@]}" --decoder_num_heads 8
 }
-attention() { py 60 bench/attention.py "${ATTN[@]}"; }  # the kernel families on the step's shapes, no compile
 propagation() { py 100 bench/propagation.py "${PROP[@]}"; }
 
-for section in "${@:-steps compiled levers residual nvjpeg data autotune models propagation}"; do
+for section in "${@:-steps compiled levers residual nvjpeg data models propagation}"; do
   for s in $section; do "$s"; done
 done
 echo "gpu_check done in ${SECONDS}s"

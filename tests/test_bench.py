@@ -1,5 +1,6 @@
 """The benchmark scripts keep running on the CPU (their figures are printed, not asserted)."""
 import json
+import time
 
 import pytest
 import torch
@@ -18,6 +19,18 @@ def test_attention_bench_times_every_shape_of_the_step():
     assert (rows[0]["lq"], rows[0]["heads"], rows[0]["head_dim"]) == (17, 6, 64)
     assert (rows[2]["heads"], rows[2]["head_dim"]) == (16, 32)
     assert abs(summary["math"] - sum(r["ms"] * r["uses_per_step"] for r in rows)) < 0.01 * summary["math"] + 1e-3
+
+
+def test_attention_timing_is_per_call_over_back_to_back_calls():
+    calls = []
+
+    def call():
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+
+    ms = attention.time_ms(call, torch.device("cpu"), reps=2, warmup_s=0, inner=5)
+    assert len(calls) == 3 + 2 * 5  # at least 3 warm-up calls, then 2 samples of 5
+    assert 2.0 <= ms < 6.0  # milliseconds per call, not per sample of 5 (10 ms or more)
 
 
 def test_data_throughput_counts_only_pairs_made_after_start_up(tmp_path, capsys):

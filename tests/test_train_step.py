@@ -52,8 +52,16 @@ def test_benchmark_runs_on_cpu_and_reports_figures(monkeypatch):
     assert out["gflop_per_pair"] * 1e9 > encoder_f1
 
 
-def test_benchmark_times_the_real_loader_too(tmp_path):
+def test_benchmark_times_the_real_loader_too(tmp_path, monkeypatch):
     frames = make_frames_folder(str(tmp_path / "frames"), num_videos=8, num_frames=8, size=(72, 96))
+    events, real_batches, matmul_tflops = [], train_step.real_batches, train_step.matmul_tflops
+
+    def loader(args):
+        events.append("loader started")
+        yield from real_batches(args)
+
+    monkeypatch.setattr(train_step, "real_batches", loader)
+    monkeypatch.setattr(train_step, "matmul_tflops", lambda *a: events.append("matmul timed") or matmul_tflops(*a))
     args = train_step.get_args_parser().parse_args(
         ["--model", "siammae_vit_tiny_patch16", "--batch_size", "4", "--repeated_sampling", "2", "--steps", "2",
          "--warmup_steps", "1", "--input_size", "64", "--decoder_depth", "1", "--device", "cpu",
@@ -64,6 +72,8 @@ def test_benchmark_times_the_real_loader_too(tmp_path):
     assert out["data_vs_synthetic"] == pytest.approx(out["data_pairs_per_s"] / out["pairs_per_s"], rel=0.01)
     assert out["loader_pairs_per_s"] > 0
     assert out["loader_vs_synthetic"] == pytest.approx(out["loader_pairs_per_s"] / out["pairs_per_s"], rel=0.01)
+    # the matmul ceiling is timed before any loader worker competes for the host
+    assert events == ["matmul timed", "loader started"]
 
 
 def test_a_data_set_smaller_than_one_batch_is_an_error_not_a_hang(tmp_path):
