@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_pretrain_siam  # noqa: E402
+from bench.attention import time_ms  # noqa: E402
 from datasets import build_pretrain_dataset, to_device  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
 from util.args import amp_dtype, autocast, bounded  # noqa: E402
@@ -115,20 +116,15 @@ def count_flops_per_pair(model, args, device):
     return total / args.batch_size, (total - recomputed) / args.batch_size
 
 
-def matmul_tflops(device, dtype, n=8192, reps=20):
-    """Measured dense matmul rate (TFLOP/s) of this device in this dtype."""
-    if device.type != "cuda":
-        n, reps = 1024, 5
+def matmul_tflops(device, dtype, n=8192):
+    """Measured dense matmul rate (TFLOP/s) of this device in this dtype: on CUDA the median of 20 samples
+    of 5 products back to back, after a second of products (an idle GPU's clock takes a while to rise)."""
+    cuda = device.type == "cuda"
+    n = n if cuda else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+    ms = time_ms(lambda: a @ b, device, reps=20 if cuda else 3, warmup_s=1.0 if cuda else 0, inner=5 if cuda else 1)
+    return 2 * n ** 3 / ms / 1e9
 
 
 KERNEL_KINDS = (  # (kind, pattern on a CUDA kernel's or a CPU op's name), first match wins

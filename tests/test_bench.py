@@ -30,7 +30,7 @@ def test_attention_timing_is_per_call_over_back_to_back_calls():
 
     ms = attention.time_ms(call, torch.device("cpu"), reps=2, warmup_s=0, inner=5)
     assert len(calls) == 3 + 2 * 5  # at least 3 warm-up calls, then 2 samples of 5
-    assert 2.0 <= ms < 6.0  # milliseconds per call, not per sample of 5 (10 ms or more)
+    assert 2.0 <= ms < 9.0  # milliseconds per call, not per sample of 5 (10 ms or more)
 
 
 def test_data_throughput_counts_only_pairs_made_after_start_up(tmp_path, capsys):

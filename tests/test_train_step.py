@@ -76,6 +76,19 @@ def test_benchmark_times_the_real_loader_too(tmp_path, monkeypatch):
     assert events == ["matmul timed", "loader started"]
 
 
+def test_matmul_rate_is_one_products_flops_over_its_time_per_call(monkeypatch):
+    timed = {}
+
+    def time_ms(fn, device, reps, warmup_s, inner):
+        timed["product"] = fn()
+        return 2.0  # ms per call
+
+    monkeypatch.setattr(train_step, "time_ms", time_ms)
+    rate = train_step.matmul_tflops(torch.device("cpu"), torch.float32)
+    assert timed["product"].shape == (1024, 1024)
+    assert rate == pytest.approx(2 * 1024 ** 3 / 2e-3 / 1e12)  # 2 n^3 FLOP in 2 ms
+
+
 def test_a_data_set_smaller_than_one_batch_is_an_error_not_a_hang(tmp_path):
     frames = make_frames_folder(str(tmp_path / "frames"), num_videos=3, num_frames=8, size=(72, 96))
     args = train_step.get_args_parser().parse_args(
