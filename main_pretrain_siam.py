@@ -75,8 +75,7 @@ def get_args_parser():
                         "0.5 1 for video frames)")
     g.add_argument("--gpu_decode", action="store_true",
                    help="decode, crop and flip pre-extracted JPEG frames on the training device (batched); "
-                        "loader workers only read files. Slower than the workers' decoding where a GPU has "
-                        "more than about 5 CPU cores: see README, Speed")
+                        "loader workers only read files (see README, Speed, for when it pays)")
     g = parser.add_argument_group("checkpoints")
     g.add_argument("--save_every", default=20, type=bounded(0),
                    help="keep checkpoint-<epoch>.pth every N epochs (0: none, only checkpoint-last.pth)")

@@ -9,8 +9,11 @@ Sources: 'video' (video files through OpenCV), 'frames' (pre-extracted 256-px JP
 its images are stills of the clips at full size) and 'generated' (textured videos written
 here, --gen_size, and ImageNet-sized images). Workers 0 means the main process alone; its
 figure is pairs/s for one core, and pairs_per_cpu_s (pairs per second of its CPU time) is
-that figure without the noise of other load on the machine. Timing starts at the first batch
-(worker start-up excluded).
+that figure without the noise of other load on the machine; main_cpu_ms_per_batch is the main
+process's CPU time per batch (with workers: receiving the batches). --gpu_decode times the loader of
+pre-training's --gpu_decode (frames only): workers read the JPEG files and draw the crops, and the
+batches stay undecoded (the decode on the device is timed by bench/train_step.py's loader figure).
+Timing starts at the first batch (worker start-up excluded).
 """
 import argparse
 import contextlib
@@ -27,7 +30,7 @@ import cv2  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 
-from datasets import FrameSource, ImageSource, PairDataset, VideoSource, demo_video_paths  # noqa: E402
+from datasets import EncodedPairs, FrameSource, ImageSource, PairDataset, VideoSource, demo_video_paths  # noqa: E402
 from datasets import extract_frames, synthetic  # noqa: E402
 from util.args import bounded  # noqa: E402
 
@@ -73,6 +76,8 @@ def get_args_parser():
     parser.add_argument('--repeated_sampling', default=2, type=bounded(1))
     parser.add_argument('--input_size', default=224, type=bounded(16))
     parser.add_argument('--device', default='cpu', help="'cuda' also times the pinned copy to GPU")
+    parser.add_argument('--gpu_decode', action='store_true',
+                        help='the undecoded batches of --gpu_decode (needs --sources frames)')
     parser.add_argument('--sets', default='demo,generated', type=names('demo', 'generated'))
     parser.add_argument('--sources', default='video,frames,crop', type=names('video', 'frames', 'crop'))
     parser.add_argument('--gen_videos', default=8, type=bounded(1))
@@ -141,19 +146,23 @@ def time_loader(dataset, workers, args):
     order = torch.randperm(len(dataset) * (items // len(dataset) + 1),
                            generator=torch.Generator().manual_seed(0)) % len(dataset)
     loader = DataLoader(Subset(dataset, order[:items].tolist()), batch_size=args.batch_size,
-                        num_workers=workers, pin_memory=args.device.startswith('cuda'))
-    pairs = skipped = 0
+                        num_workers=workers, pin_memory=args.device.startswith('cuda'), collate_fn=dataset.collate)
+    pairs = skipped = batches = 0
     start = cpu_start = None
     for k, (frames, n_skipped) in enumerate(loader):
-        frames = frames.to(args.device, non_blocking=True)
         if k < untimed:
             start, cpu_start = time.perf_counter(), time.process_time()
             continue
-        pairs += frames.shape[0] * frames.shape[1]
+        if isinstance(frames, EncodedPairs):  # undecoded: the JPEG bytes as the training process gets them
+            pairs += len(frames.crops)
+        else:
+            frames = frames.to(args.device, non_blocking=True)
+            pairs += frames.shape[0] * frames.shape[1]
         skipped += int(n_skipped.sum())
+        batches += 1
     if args.device.startswith('cuda'):
         torch.cuda.synchronize(args.device)
-    return pairs, time.perf_counter() - start, time.process_time() - cpu_start, skipped
+    return pairs, batches, time.perf_counter() - start, time.process_time() - cpu_start, skipped
 
 
 def main(args):
@@ -169,15 +178,17 @@ def main(args):
                 source = sources[source_name]
                 dataset = PairDataset(source, pretext='crop' if source_name == 'crop' else 'video',
                                       input_size=args.input_size,
-                                      repeated_sampling=args.repeated_sampling)
+                                      repeated_sampling=args.repeated_sampling, encoded=args.gpu_decode)
                 for workers in args.workers:
-                    pairs, seconds, cpu_seconds, skipped = time_loader(dataset, workers, args)
+                    pairs, batches, seconds, cpu_seconds, skipped = time_loader(dataset, workers, args)
                     rate = pairs / seconds
                     print(json.dumps(dict(
                         set=set_name, source=source_name, items=len(source), workers=workers,
+                        decoded=not args.gpu_decode,
                         pairs=pairs, seconds=round(seconds, 3), pairs_per_s=round(rate, 1),
                         pairs_per_s_per_worker=round(rate / max(workers, 1), 1),
                         pairs_per_cpu_s=round(pairs / cpu_seconds, 1) if workers == 0 else None,
+                        main_cpu_ms_per_batch=round(cpu_seconds / max(batches, 1) * 1e3, 2),
                         skipped=skipped, device=args.device)), flush=True)
     finally:
         torch.set_num_threads(threads[0])
@@ -186,5 +197,13 @@ def main(args):
             shutil.rmtree(work, ignore_errors=True)
 
 
+def parse_args(argv=None):
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.gpu_decode and args.sources != ['frames']:
+        parser.error('--gpu_decode reads pre-extracted frames only: add --sources frames')
+    return args
+
+
 if __name__ == '__main__':
-    main(get_args_parser().parse_args())
+    main(parse_args())

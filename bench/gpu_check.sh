@@ -4,8 +4,8 @@
 # stderr.txt, when less than that is left; one that runs past its ceiling is stopped and logged as such.
 #
 #   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual (= step, curve) nvjpeg
-#                                             data (= loader, feed) models attention (= levers'
-#                                             kernel table alone)
+#                                             data (= loader, feed = feed_cpu, feed_gpu) models
+#                                             attention (= levers' kernel table alone)
 #                                             propagation (default: all, in that order; a lever's section needs
 #                                             its baseline, 'compiled', in the same call)
 # Here, once:   echo /.whl/ >> .git/info/exclude
@@ -17,10 +17,11 @@
 #               only with a baseline run in the same call.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 # Left for issue 7 (sessions 5 and 10 measured compiled, residual, data, feed, autotune (dropped: Triton's GEMM
-# templates lost to cuBLAS) and attention on an H200): BUDGET=520 bash bench/gpu_check.sh compiled residual
-# (--amp_residual on the one-graph step, then its loss curve against the seed-to-seed spread), then on the warm
-# machine BUDGET=200 ... models attention (ViT-B/16 and ViT-S/8 eager, not timed since the patch embedding became
-# one matrix product; the attention kernels with CropMAE's 8 decoder heads).
+# templates lost to cuBLAS) and attention on an H200): BUDGET=440 bash bench/gpu_check.sh compiled feed_gpu
+# attention (--gpu_decode since its batches cross from the workers as one buffer; the kernels with CropMAE's 8
+# decoder heads), then on the warm machine BUDGET=400 ... residual (--amp_residual on the one-graph step, then
+# its loss curve against the seed-to-seed spread); later models (ViT-B/16 and ViT-S/8, eager, not timed since
+# the patch embedding became one matrix product).
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
@@ -129,13 +130,17 @@ data() {  # the loader alone, then the compiled step fed by it
       --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
   feed
 }
-feed() {  # the compiled step fed by pre-training's loader: CPU decode (the target), then --gpu_decode (the
-          # first run pays the compile: 140 s on a fresh machine, 55 s once Inductor's cache is warm)
-  fits 200 feed || return
-  make_frames
-  local d=(--repeated_sampling 2 --data_path /tmp/frames --num_workers 14 --data_steps 300 --compile "${KEEP[@]}")
-  step 200 "${S16[@]}" "${d[@]}"
-  step 150 "${S16[@]}" "${d[@]}" --gpu_decode
+feed() { feed_cpu; feed_gpu; }  # the compiled step fed by pre-training's loader: CPU decode (the target), then
+                                # --gpu_decode (the first run pays the compile: 110-140 s on a fresh machine,
+                                # 55 s once Inductor's cache is warm)
+FED=(--repeated_sampling 2 --data_path /tmp/frames --num_workers 14 --data_steps 300 --compile)
+feed_cpu() { fits 200 feed_cpu && make_frames && step 200 "${S16[@]}" "${FED[@]}" "${KEEP[@]}"; }
+feed_gpu() {  # the undecoded loader alone (workers only read files: the main process's share per batch), then
+              # the step fed by --gpu_decode
+  fits 190 feed_gpu && make_frames || return
+  py 40 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "${WORKERS##*,}" \
+      --num_pairs "$PAIRS" --batch_size 128 --gpu_decode
+  step 150 "${S16[@]}" "${FED[@]}" "${KEEP[@]}" --gpu_decode
 }
 models() {
   step 60 --model siammae_vit_base_patch16 --batch_size 256 --amp bf16 --steps 15 --sdpa "$FASTEST" "${KEEP[@]}"

@@ -24,22 +24,32 @@ DECODE_CHUNK = 64
 
 
 class EncodedPairs(NamedTuple):
-    """A batch of undecoded pairs: jpegs, B*R*2 uint8 1-D tensors (item, pair, frame order);
-    crops, (B*R, 5) int64 rows (y, x, h, w, flip) shared by both frames of a pair; size, output side;
-    files, the jpegs' file names (for the message when one does not decode)."""
-    jpegs: list
+    """A batch of undecoded pairs: data, its B*R*2 JPEG files back to back (1-D uint8; item, pair, frame
+    order) and lengths (B*R*2,) int64, their sizes: one buffer crosses from the loader worker, where a
+    tensor per file (one shared-memory segment each) cost the training process 72-105 ms of CPU per 256
+    frames to receive, against 2-2.5 ms (bench/data_throughput.py --gpu_decode, 2-core CPU); crops, (B*R, 5) int64 rows (y, x, h, w, flip)
+    shared by both frames of a pair; size, output side; files, the files' names (for the message when one
+    does not decode)."""
+    data: torch.Tensor
+    lengths: torch.Tensor
     crops: torch.Tensor
     size: int
     files: list
+
+    @property
+    def jpegs(self):
+        """The files as a list of 1-D uint8 views of data."""
+        return list(torch.split(self.data, self.lengths.tolist()))
 
 
 def collate_encoded(items, size):
     """[((jpegs, crops (R, 5), files), n_skipped), ...] from PairDataset(encoded=True)
     -> (EncodedPairs, n_skipped (B,))."""
     jpegs = [j for (item_jpegs, _, _), _ in items for j in item_jpegs]
+    lengths = torch.tensor([len(j) for j in jpegs], dtype=torch.int64)
     crops = torch.cat([c for (_, c, _), _ in items])
     files = [f for (_, _, item_files), _ in items for f in item_files]
-    return EncodedPairs(jpegs, crops, size, files), torch.tensor([n for _, n in items])
+    return EncodedPairs(torch.cat(jpegs), lengths, crops, size, files), torch.tensor([n for _, n in items])
 
 
 def decode_crop(jpegs, crops, size, device):

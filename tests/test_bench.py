@@ -87,6 +87,20 @@ def test_worker_frame_bench_times_each_step_and_compares_filters():
     assert big["shrinking_share"] == 1.0 and big["jpeg_kb"] > row["jpeg_kb"]
 
 
+def test_data_throughput_times_the_undecoded_batches_of_gpu_decode(tmp_path, capsys):
+    args = data_throughput.parse_args(
+        ["--sets", "generated", "--sources", "frames", "--gen_videos", "2", "--gen_frames", "12",
+         "--gen_size", "48x64", "--workers", "0,1", "--num_pairs", "8", "--batch_size", "2",
+         "--input_size", "32", "--work_dir", str(tmp_path), "--gpu_decode"])
+    data_throughput.main(args)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["workers"] for r in rows] == [0, 1] and not any(r["decoded"] for r in rows)
+    assert all(r["pairs"] >= 8 and r["main_cpu_ms_per_batch"] > 0 for r in rows)
+    with pytest.raises(SystemExit):
+        data_throughput.parse_args(["--gpu_decode"])  # the default sources include videos
+    assert "--gpu_decode reads pre-extracted frames only: add --sources frames" in capsys.readouterr().err
+
+
 def test_data_throughput_names_an_unknown_source_in_one_line(capsys):
     with pytest.raises(SystemExit):
         data_throughput.get_args_parser().parse_args(["--sources", "videos"])

@@ -50,6 +50,21 @@ def test_device_decode_matches_cpu_path(frames_root):
         assert (out.flip(-1) - ref).abs().mean() > 10 * diff.mean()
 
 
+def test_a_batch_crosses_from_the_worker_as_one_buffer_of_the_files_bytes(frames_root):
+    enc = dataset(frames_root, True)
+    items = [(0, i) for i in range(len(SIZES))]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(enc, items), batch_size=3, num_workers=1,
+                                         collate_fn=enc.collate)
+    pairs, skipped = next(iter(loader))
+    assert pairs.data.dim() == 1 and pairs.data.dtype == torch.uint8 and len(pairs.lengths) == 18
+    assert int(pairs.lengths.sum()) == len(pairs.data) and skipped.tolist() == [0, 0, 0]
+    for jpeg, file in zip(pairs.jpegs, pairs.files):  # each view is that file, byte for byte
+        with open(file, "rb") as f:
+            assert jpeg.numpy().tobytes() == f.read()
+    in_process = enc.collate([enc[i] for i in items])[0]
+    assert torch.equal(pairs.data, in_process.data) and torch.equal(pairs.crops, in_process.crops)
+
+
 def test_decoding_in_chunks_changes_nothing(frames_root, monkeypatch):
     import datasets.device_decode as device_decode
     enc = dataset(frames_root, True)
