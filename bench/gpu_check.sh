@@ -126,7 +126,8 @@ PY
 data() {  # the loader alone, then the compiled step fed by it
   make_frames
   py 30 bench/worker_frame.py
-  py 90 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "$WORKERS" \
+  py 90 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --work_dir /tmp/dt_work \
+      --workers "$WORKERS" \
       --num_pairs "$PAIRS" --batch_size 64 --device "$DEV"
   feed
 }
@@ -138,7 +139,8 @@ feed_cpu() { fits 200 feed_cpu && make_frames && step 200 "${S16[@]}" "${FED[@]}
 feed_gpu() {  # the undecoded loader alone (workers only read files: the main process's share per batch), then
               # the step fed by --gpu_decode
   fits 190 feed_gpu && make_frames || return
-  py 40 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --workers "${WORKERS##*,}" \
+  py 40 bench/data_throughput.py --sets generated --sources frames --gen_size 256x340 --work_dir /tmp/dt_work \
+      --workers "${WORKERS##*,}" \
       --num_pairs "$PAIRS" --batch_size 128 --gpu_decode
   step 150 "${S16[@]}" "${FED[@]}" "${KEEP[@]}" --gpu_decode
 }

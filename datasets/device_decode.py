@@ -27,9 +27,9 @@ class EncodedPairs(NamedTuple):
     """A batch of undecoded pairs: data, its B*R*2 JPEG files back to back (1-D uint8; item, pair, frame
     order) and lengths (B*R*2,) int64, their sizes: one buffer crosses from the loader worker, where a
     tensor per file (one shared-memory segment each) cost the training process 72-105 ms of CPU per 256
-    frames to receive, against 2-2.5 ms (bench/data_throughput.py --gpu_decode, 2-core CPU); crops, (B*R, 5) int64 rows (y, x, h, w, flip)
-    shared by both frames of a pair; size, output side; files, the files' names (for the message when one
-    does not decode)."""
+    frames to receive, against 2-2.5 ms (bench/data_throughput.py --gpu_decode, 2-core CPU); crops,
+    (B*R, 5) int64 rows (y, x, h, w, flip) shared by both frames of a pair; size, output side; files, the
+    files' names (for the message when one does not decode)."""
     data: torch.Tensor
     lengths: torch.Tensor
     crops: torch.Tensor
