@@ -78,8 +78,13 @@ def qkv_views(leaves):
 
 
 def time_ms(fn, device, reps, warmup_s, inner=1):
-    """Median milliseconds per call of fn() over reps samples of `inner` calls each, after calling it for
-    warmup_s seconds (at least 3 times): an idle GPU's clock takes a while to rise, and the first calls
+    """Median milliseconds per call of fn() over reps samples of `inner` calls each (see samples_ms)."""
+    return statistics.median(samples_ms(fn, device, reps, warmup_s, inner))
+
+
+def samples_ms(fn, device, reps, warmup_s, inner=1):
+    """Milliseconds per call of fn() in each of reps samples of `inner` calls back to back, after calling it
+    for warmup_s seconds (at least 3 times): an idle GPU's clock takes a while to rise, and the first calls
     would be timed slow."""
     t0, calls = time.perf_counter(), 0
     while calls < 3 or time.perf_counter() - t0 < warmup_s:
@@ -102,7 +107,7 @@ def time_ms(fn, device, reps, warmup_s, inner=1):
             for _ in range(inner):
                 fn()
             times.append((time.perf_counter() - t0) * 1e3 / inner)
-    return statistics.median(times)
+    return times
 
 
 def measure(args, shape, backend, device, dtype):

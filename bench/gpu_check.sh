@@ -3,7 +3,7 @@
 # sections run in the order named; each bench command has a ceiling (seconds) and is skipped, with a line in
 # stderr.txt, when less than that is left; one that runs past its ceiling is stopped and logged as such.
 #
-#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual (= step, curve) nvjpeg
+#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual (= residual_step, curve) nvjpeg
 #                                             data (= loader, feed = feed_cpu, feed_gpu) models
 #                                             attention (= levers' kernel table alone)
 #                                             propagation (default: all, in that order; a lever's section needs
@@ -78,10 +78,9 @@ levers() {  # attention kernels on the step's shapes; the step compiled with the
   [ "$FASTEST" != auto ] && step 200 "${S16[@]}" --steps 30 --compile --sdpa "$FASTEST" \
       --profile "$OUT/top_compiled_$FASTEST.txt"
 }
-residual() {  # the residual stream in bf16 (--amp_residual): speed, then the loss curve against float32's
-  step 200 "${S16[@]}" --steps 30 --compile --amp_residual --profile "$OUT/top_compiled_amp_residual.txt"
-  curve
-}
+residual() { residual_step; curve; }  # the residual stream in bf16 (--amp_residual): speed, then the loss
+                                     # curve against float32's
+residual_step() { step 200 "${S16[@]}" --steps 30 --compile --amp_residual --profile "$OUT/top_compiled_amp_residual.txt"; }
 curve() {  # eager (no compiles): the baseline twice, from another seed, and with --amp_residual
   py 200 bench/loss_curve.py "${S16[@]}" --steps 200 --every 25 --lever=--amp_residual "${CURVE[@]}"
 }

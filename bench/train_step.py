@@ -18,6 +18,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import sys
 import time
 
@@ -29,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_pretrain_siam  # noqa: E402
-from bench.attention import time_ms  # noqa: E402
+from bench.attention import samples_ms  # noqa: E402
 from datasets import build_pretrain_dataset, to_device  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
 from util.args import amp_dtype, autocast, bounded  # noqa: E402
@@ -117,14 +118,19 @@ def count_flops_per_pair(model, args, device):
 
 
 def matmul_tflops(device, dtype, n=8192):
-    """Measured dense matmul rate (TFLOP/s) of this device in this dtype: on CUDA the median of 20 samples
-    of 5 products back to back, after a second of products (an idle GPU's clock takes a while to rise)."""
+    """Measured dense matmul rate (TFLOP/s) of this device in this dtype -> (best, sustained). On CUDA, 150
+    samples of 5 products back to back (about a second) after 0.2 s of products (an idle GPU's clock takes a
+    moment to rise): best is the fastest sample, the ceiling MFU is taken against; sustained the median of
+    the second half (a GPU held at its power limit by back-to-back products lowers its clock: an H200 timed
+    after a second of them read 661 against 785 TFLOP/s for a short burst)."""
     cuda = device.type == "cuda"
     n = n if cuda else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    ms = time_ms(lambda: a @ b, device, reps=20 if cuda else 3, warmup_s=1.0 if cuda else 0, inner=5 if cuda else 1)
-    return 2 * n ** 3 / ms / 1e9
+    ms = samples_ms(lambda: a @ b, device, reps=150 if cuda else 4, warmup_s=0.2 if cuda else 0,
+                    inner=5 if cuda else 1)
+    rate = [2 * n ** 3 / t / 1e9 for t in ms]
+    return max(rate), statistics.median(rate[len(rate) // 2:])
 
 
 KERNEL_KINDS = (  # (kind, pattern on a CUDA kernel's or a CPU op's name), first match wins
@@ -147,16 +153,20 @@ def kernel_kind(name):
 
 def profile_breakdown(step, n, device, path):
     """Run step(n) under torch.profiler: device time per kind of kernel (ms per step), the share of
-    the wall time the device was busy, and the 30 costliest kernels written to path."""
+    the wall time the device was busy, and the 30 costliest kernels written to path. One step runs under
+    the profiler first, not counted, and the wall time is taken inside the profiled range: a profiled H200
+    step once read 204 ms of wall time against 78 (the profiler's start-up and trace processing timed with it)."""
     from torch.profiler import ProfilerActivity, profile
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    sync(device)
-    t0 = time.perf_counter()
+    with profile(activities=activities):
+        step(1)
+        sync(device)
     with profile(activities=activities, record_shapes=True) as prof:
+        t0 = time.perf_counter()  # inside: the profiler's start and its processing at exit are not the step's
         step(n)
         sync(device)
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     times = kernel_times(prof.key_averages(), cuda)
     ops = costliest_ops(prof, cuda)
     by_kind = {}
@@ -214,7 +224,7 @@ def run(args):
     # the matmul ceiling first, on an idle machine: timed after the loader had started, with 14 workers
     # decoding on 16 cores, it read 627 instead of 785 TFLOP/s on an H200 (host and GPU are timed together)
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    peak = matmul_tflops(device, peak_dtype)
+    peak, sustained = matmul_tflops(device, peak_dtype)
     model, optimizer, scaler, _ = main_pretrain_siam.build_training(args, device)
     flops, model_flops = count_flops_per_pair(model, args, device)
     step_model = compile_model(model, args.compile_mode) if args.compile else model
@@ -261,6 +271,7 @@ def run(args):
         "gflop_per_pair_model": round(model_flops / 1e9, 3),
         "achieved_tflops": round(achieved, 3),
         f"matmul_{str(peak_dtype).split('.')[-1]}_tflops": round(peak, 2),
+        f"matmul_{str(peak_dtype).split('.')[-1]}_tflops_sustained": round(sustained, 2),
         "mfu": round(achieved / peak, 4) if device.type == "cuda" else None,
         "mfu_model": round(synthetic * model_flops / 1e12 / peak, 4) if device.type == "cuda" else None,
         "data_path": args.data_path or None, "num_workers": args.num_workers, "gpu_decode": args.gpu_decode,

@@ -77,16 +77,18 @@ def test_benchmark_times_the_real_loader_too(tmp_path, monkeypatch):
 
 
 def test_matmul_rate_is_one_products_flops_over_its_time_per_call(monkeypatch):
+    """best: the fastest sample; sustained: the median of the second half of the samples."""
     timed = {}
 
-    def time_ms(fn, device, reps, warmup_s, inner):
+    def samples_ms(fn, device, reps, warmup_s, inner):
         timed["product"] = fn()
-        return 2.0  # ms per call
+        return [1.0, 2.0, 4.0, 2.0, 8.0, 4.0]  # ms per call; second half 2, 8, 4 -> median 4
 
-    monkeypatch.setattr(train_step, "time_ms", time_ms)
-    rate = train_step.matmul_tflops(torch.device("cpu"), torch.float32)
+    monkeypatch.setattr(train_step, "samples_ms", samples_ms)
+    best, sustained = train_step.matmul_tflops(torch.device("cpu"), torch.float32)
     assert timed["product"].shape == (1024, 1024)
-    assert rate == pytest.approx(2 * 1024 ** 3 / 2e-3 / 1e12)  # 2 n^3 FLOP in 2 ms
+    assert best == pytest.approx(2 * 1024 ** 3 / 1e-3 / 1e12)  # 2 n^3 FLOP in 1 ms
+    assert sustained == pytest.approx(2 * 1024 ** 3 / 4e-3 / 1e12)
 
 
 def test_a_data_set_smaller_than_one_batch_is_an_error_not_a_hang(tmp_path):
@@ -172,7 +174,9 @@ def test_profile_names_the_costliest_kernels_and_operators(tmp_path):
             b.sum(dim=0)
 
     path = tmp_path / "top.txt"
-    out = train_step.profile_breakdown(step, 3, torch.device("cpu"), str(path))
+    calls = []
+    out = train_step.profile_breakdown(lambda n: calls.append(n) or step(n), 3, torch.device("cpu"), str(path))
+    assert calls == [1, 3]  # one step to start the profiler up, not counted, then the profiled steps
     assert out["ms_per_step_by_kind"]["matmul"] > 0 and 0 < out["device_busy"] <= 1.01
     text = path.read_text()
     assert "aten::mm" in text
