@@ -119,16 +119,15 @@ def count_flops_per_pair(model, args, device):
 
 def matmul_tflops(device, dtype, n=8192):
     """Measured dense matmul rate (TFLOP/s) of this device in this dtype -> (best, sustained). On CUDA, 150
-    samples of 5 products back to back (about a second) after 0.2 s of products (an idle GPU's clock takes a
-    moment to rise): best is the fastest sample, the ceiling MFU is taken against; sustained the median of
-    the second half (a GPU held at its power limit by back-to-back products lowers its clock: an H200 timed
-    after a second of them read 661 against 785 TFLOP/s for a short burst)."""
+    samples of 5 products back to back (about a second) after 3 products: best is the fastest sample, the
+    ceiling MFU is taken against (the issue's reference, 805 TFLOP/s on an H200, is such a burst);
+    sustained the median of the second half. A GPU at its power limit lowers its clock under back-to-back
+    products: on an H200 (700 W) the first 45 ms of them ran at 775-792 TFLOP/s, the rest at 633-672."""
     cuda = device.type == "cuda"
     n = n if cuda else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    ms = samples_ms(lambda: a @ b, device, reps=150 if cuda else 4, warmup_s=0.2 if cuda else 0,
-                    inner=5 if cuda else 1)
+    ms = samples_ms(lambda: a @ b, device, reps=150 if cuda else 4, warmup_s=0, inner=5 if cuda else 1)
     rate = [2 * n ** 3 / t / 1e9 for t in ms]
     return max(rate), statistics.median(rate[len(rate) // 2:])
 
@@ -151,11 +150,12 @@ def kernel_kind(name):
     return next((kind for kind, pattern in KERNEL_KINDS if re.search(pattern, low)), "other")
 
 
-def profile_breakdown(step, n, device, path):
+def profile_breakdown(step, n, device, path, step_ms=None):
     """Run step(n) under torch.profiler: device time per kind of kernel (ms per step), the share of
     the wall time the device was busy, and the 30 costliest kernels written to path. One step runs under
-    the profiler first, not counted, and the wall time is taken inside the profiled range: a profiled H200
-    step once read 204 ms of wall time against 78 (the profiler's start-up and trace processing timed with it)."""
+    the profiler first, not counted (its start-up once made a profiled H200 step read 204 ms of wall
+    time). step_ms: the step's wall time timed without the profiler, whose own host overhead still made
+    that step read 103 ms profiled against 78 unprofiled; the busy share is taken against it when given."""
     from torch.profiler import ProfilerActivity, profile
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -172,7 +172,7 @@ def profile_breakdown(step, n, device, path):
     by_kind = {}
     for name, us in times.items():
         by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + us / 1e3 / n
-    busy = sum(times.values()) / 1e6 / wall
+    busy = sum(times.values()) / 1e3 / n / (step_ms or wall * 1e3 / n)
     top = sorted(times.items(), key=lambda kv: -kv[1])[:30]
     with open(path, "w") as f:
         f.write(f"{'ms/step':>9}  {'kind':<18} kernel\n")
@@ -181,7 +181,8 @@ def profile_breakdown(step, n, device, path):
                 "own kernels are not operators\n")
         f.writelines(f"{us / 1e3 / n:9.3f}  {calls / n:10.1f}  {f'{key} {shapes}'[:200]}\n" for key, shapes, us, calls in ops)
     return {"ms_per_step_by_kind": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
-            "wall_ms_per_step": round(wall * 1e3 / n, 3), "device_busy": round(busy, 3),
+            "wall_ms_per_step": round(wall * 1e3 / n, 3), "unprofiled_ms_per_step": step_ms and round(step_ms, 3),
+            "device_busy": round(busy, 3),
             "top_kernels": path}
 
 
@@ -251,7 +252,7 @@ def run(args):
         def steps(n):
             train_one_epoch(step_model, synthetic_batches(args, n, device), optimizer, device, 0, scaler, args,
                             iters_per_epoch=n)
-        profile = profile_breakdown(steps, 5, device, args.profile)
+        profile = profile_breakdown(steps, 5, device, args.profile, step_ms=1e3 * args.batch_size / synthetic)
     data_steps = args.data_steps or max(args.steps, 40 * args.num_workers)
     real = loader = None
     if args.data_path:

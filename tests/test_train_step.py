@@ -183,6 +183,10 @@ def test_profile_names_the_costliest_kernels_and_operators(tmp_path):
     ops = {(line.split()[2], line.split(None, 3)[3]): float(line.split()[1]) for line in
            text.split("operator (input shapes)")[1].splitlines()[1:]}
     assert ops[("aten::sum", "[[300, 400], [], [], []]")] == 1.0  # one call per step, with its shapes
+    # given the step's unprofiled time, the busy share is the kernels' time per step over it
+    out = train_step.profile_breakdown(step, 3, torch.device("cpu"), str(path), step_ms=1000.0)
+    assert out["unprofiled_ms_per_step"] == 1000.0
+    assert out["device_busy"] == pytest.approx(sum(out["ms_per_step_by_kind"].values()) / 1000.0, abs=2e-3)
     assert ops[("aten::mm", "[[256, 256], [256, 256]]")] == 1.0
 
 
