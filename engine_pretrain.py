@@ -4,13 +4,14 @@ No host synchronisation per step: losses are summed on the device and read every
 iterations; a non-finite loss is detected on the device and reported (epoch and iteration) at the
 next read, before anything is saved.
 """
+import contextlib
 import math
 import time
 
 import torch
 
 import util.lr_sched as lr_sched
-from datasets import to_device
+from datasets import device_batches
 from util.args import autocast
 from util.misc import (MetricLogger, SmoothedValue, all_reduce_mean, all_reduce_min, all_reduce_sum, get_rank,
                        get_world_size, log_scalars)
@@ -60,7 +61,7 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
                     start_iter=0, iters_per_epoch=None, on_step_end=None, start_totals=None):
     """Train one epoch from iteration start_iter. Batches are (frames (B, R, 2, 3, H, W) uint8,
     n_skipped (B,)), or undecoded pairs (datasets.EncodedPairs, --gpu_decode) that
-    datasets.to_device decodes on the device.
+    datasets.device_batches decodes on the device (ahead, in a thread).
 
     on_step_end(iteration, ensure_finite, totals) is called after each optimizer step (iteration = the
     next one to run); it calls ensure_finite() before saving anything (a host sync, so only then) and
@@ -81,35 +82,36 @@ def train_one_epoch(model, data_loader, optimizer, device, epoch, scaler, args, 
     optimizer.zero_grad(set_to_none=True)
     header = f"Epoch: [{epoch}]"
     t_log, it_log = time.perf_counter(), start_iter
-    batches = meters.log_every(data_loader, args.print_freq, header, total=iters,
-                               samples_per_iter=pairs_per_iter, start=start_iter)
-    for it, batch in enumerate(batches, start=start_iter):
-        if it % accum == 0:
-            lr = lr_sched.adjust_learning_rate(optimizer, it / iters + epoch, args)
-        frames, n_skipped = to_device(batch, device)  # (B*R, 2, 3, H, W) normalised
-        step_now, context = micro_batch(model, it, iters, accum)
-        with context:
-            with autocast(args):
-                loss, _, _ = model(frames, mask_ratio=args.mask_ratio, mask_ratio_f1=args.mask_ratio_f1)
-            loss_sum += loss.detach().float()
-            loss_count += 1
-            totals.add(loss, lr, n_skipped)
-            bad_iter = torch.where((bad_iter < 0) & ~torch.isfinite(loss.detach()), it, bad_iter)
-            backward(loss / accum, scaler)
-        log_now = (it + 1) % args.print_freq == 0 or it + 1 == iters
-        grad_norm = optimizer_step(model, optimizer, scaler, args.clip_grad, want_norm=log_now) if step_now else None
-        if log_now:
-            _check_finite(bad_iter, epoch)
-            mean_loss = all_reduce_mean((loss_sum / max(loss_count, 1)).item())
-            loss_sum.zero_()
-            loss_count = 0
-            meters.update(loss=mean_loss, lr=lr)
-            now = time.perf_counter()
-            log_scalars(log_writer, epoch, (it + 1) / iters, loss=mean_loss, lr=lr, grad_norm=grad_norm,
-                        pairs_per_s=(it + 1 - it_log) * pairs_per_iter / (now - t_log))
-            t_log, it_log = now, it + 1
-        if step_now and on_step_end is not None:
-            if on_step_end(it + 1, lambda bad=bad_iter: _check_finite(bad, epoch), totals.state):
-                return None  # stopped inside the epoch
+    with contextlib.closing(device_batches(data_loader, device)) as prepared:  # closed: its thread stops
+        batches = meters.log_every(prepared, args.print_freq, header, total=iters, samples_per_iter=pairs_per_iter,
+                                   start=start_iter)
+        for it, (frames, n_skipped) in enumerate(batches, start=start_iter):  # frames (B*R, 2, 3, H, W) normalised
+            if it % accum == 0:
+                lr = lr_sched.adjust_learning_rate(optimizer, it / iters + epoch, args)
+            step_now, context = micro_batch(model, it, iters, accum)
+            with context:
+                with autocast(args):
+                    loss, _, _ = model(frames, mask_ratio=args.mask_ratio, mask_ratio_f1=args.mask_ratio_f1)
+                loss_sum += loss.detach().float()
+                loss_count += 1
+                totals.add(loss, lr, n_skipped)
+                bad_iter = torch.where((bad_iter < 0) & ~torch.isfinite(loss.detach()), it, bad_iter)
+                backward(loss / accum, scaler)
+            log_now = (it + 1) % args.print_freq == 0 or it + 1 == iters
+            grad_norm = (optimizer_step(model, optimizer, scaler, args.clip_grad, want_norm=log_now)
+                         if step_now else None)
+            if log_now:
+                _check_finite(bad_iter, epoch)
+                mean_loss = all_reduce_mean((loss_sum / max(loss_count, 1)).item())
+                loss_sum.zero_()
+                loss_count = 0
+                meters.update(loss=mean_loss, lr=lr)
+                now = time.perf_counter()
+                log_scalars(log_writer, epoch, (it + 1) / iters, loss=mean_loss, lr=lr, grad_norm=grad_norm,
+                            pairs_per_s=(it + 1 - it_log) * pairs_per_iter / (now - t_log))
+                t_log, it_log = now, it + 1
+            if step_now and on_step_end is not None:
+                if on_step_end(it + 1, lambda bad=bad_iter: _check_finite(bad, epoch), totals.state):
+                    return None  # stopped inside the epoch
     _check_finite(bad_iter, epoch)
     return totals.stats()

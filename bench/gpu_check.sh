@@ -16,12 +16,11 @@
 #               kernels, a third of the step, run slower, so its MFU is not comparable); on an H100, compare
 #               only with a baseline run in the same call.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
-# Left for issue 7 (sessions 5 and 10 measured compiled, residual, data, feed, autotune (dropped: Triton's GEMM
-# templates lost to cuBLAS) and attention on an H200): BUDGET=440 bash bench/gpu_check.sh compiled feed_gpu
-# attention (--gpu_decode since its batches cross from the workers as one buffer; the kernels with CropMAE's 8
-# decoder heads), then on the warm machine BUDGET=400 ... residual (--amp_residual on the one-graph step, then
-# its loss curve against the seed-to-seed spread); later models (ViT-B/16 and ViT-S/8, eager, not timed since
-# the patch embedding became one matrix product).
+# Left for issue 7 (sessions 5, 10 and 11 measured compiled, residual, curve, data, feed, autotune (dropped:
+# Triton's GEMM templates lost to cuBLAS) and attention on an H200): BUDGET=440 bash bench/gpu_check.sh compiled
+# feed_gpu (--gpu_decode since datasets.device_batches decodes the next batch in a thread; the compiled row with
+# the burst matmul ceiling) models (ViT-B/16 and ViT-S/8, eager, not timed since the patch embedding became one
+# matrix product): one call, about 320 s in session 11's times.
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the

@@ -13,6 +13,7 @@ torch.utils.flop_counter on one forward+backward; MFU is achieved FLOP/s over a 
 measured in the same process (CUDA only).
 """
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -31,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import main_pretrain_siam  # noqa: E402
 from bench.attention import samples_ms  # noqa: E402
-from datasets import build_pretrain_dataset, to_device  # noqa: E402
+from datasets import build_pretrain_dataset, device_batches  # noqa: E402
 from engine_pretrain import train_one_epoch  # noqa: E402
 from util.args import amp_dtype, autocast, bounded  # noqa: E402
 from util.misc import compile_model  # noqa: E402
@@ -74,14 +75,16 @@ def real_batches(args):
 
 def loader_pairs_per_s(batches, steps, args, device):
     """The loader alone: pairs/s of `steps` batches taken and moved to the device (decoded there with
-    --gpu_decode), as train_one_epoch takes them, with no model; after one untimed batch."""
-    to_device(next(batches), device)
-    sync(device)
-    t0 = time.perf_counter()
-    for batch in itertools.islice(batches, steps):
-        to_device(batch, device)
-    sync(device)
-    return steps * args.batch_size / (time.perf_counter() - t0)
+    --gpu_decode), as train_one_epoch takes them (datasets.device_batches), with no model; after one
+    untimed batch."""
+    with contextlib.closing(device_batches(batches, device)) as prepared:
+        next(prepared)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in itertools.islice(prepared, steps):
+            pass
+        sync(device)
+        return steps * args.batch_size / (time.perf_counter() - t0)
 
 
 def _count_cpu_attention():

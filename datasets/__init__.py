@@ -8,7 +8,7 @@ the ImageNet statistics, util.image).
 """
 from .build import build_pretrain_dataset, build_source
 from .demo import demo_video_paths
-from .device_decode import EncodedPairs, to_device
+from .device_decode import EncodedPairs, device_batches, to_device
 from .frames import FrameSource, read_manifest, write_manifest
 from .images import ImageSource
 from .pairs import PairDataset
@@ -16,6 +16,6 @@ from .sources import UnreadableError
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, normalize
 from .video import VideoSource
 
-__all__ = ['build_pretrain_dataset', 'build_source', 'demo_video_paths', 'EncodedPairs', 'to_device', 'FrameSource',
-           'read_manifest', 'write_manifest', 'ImageSource', 'PairDataset', 'UnreadableError',
-           'IMAGENET_MEAN', 'IMAGENET_STD', 'denormalize', 'normalize', 'VideoSource']
+__all__ = ['build_pretrain_dataset', 'build_source', 'demo_video_paths', 'EncodedPairs', 'device_batches',
+           'to_device', 'FrameSource', 'read_manifest', 'write_manifest', 'ImageSource', 'PairDataset',
+           'UnreadableError', 'IMAGENET_MEAN', 'IMAGENET_STD', 'denormalize', 'normalize', 'VideoSource']

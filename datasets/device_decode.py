@@ -7,6 +7,8 @@ draws, from the same generator, as the CPU path); the main process decodes the w
 ``roi_align`` per distinct frame size. On the CPU the same code runs, which is how it is tested.
 """
 import logging
+import queue
+import threading
 from collections import defaultdict
 from typing import NamedTuple
 
@@ -195,3 +197,72 @@ def to_device(batch, device):
     if device.type == 'cuda' and frames.device.type == 'cpu':
         return _on_side_stream(upload, device, wait_host=False), n_skipped
     return upload(), n_skipped
+
+
+def device_batches(loader, device, threaded=None):
+    """Loader batches -> to_device(batch, device) for each, in order.
+
+    threaded (default: undecoded batches on CUDA, i.e. --gpu_decode): a thread prepares the next batch
+    while the training thread runs the current step. The host waits for each batch's decode (see
+    _on_side_stream), and in the training thread that wait held the launch of the step's kernels: an
+    H200 step fed with --gpu_decode ran at 0.776 of its synthetic rate. CPU-decoded batches need no
+    thread: their copy to the device is already queued without waiting (to_device). An error in the
+    thread is raised here; closing this generator (e.g. an epoch stopped early) stops the thread and waits
+    for it, so that a persistent-worker loader is never iterated by two threads at once."""
+    device = torch.device(device)
+    batches = iter(loader)
+    if threaded is None:
+        first = next(batches, None)
+        if first is None:
+            return
+        threaded = device.type == 'cuda' and isinstance(first[0], EncodedPairs)
+        batches = _chain(first, batches)
+    if not threaded:
+        for batch in batches:
+            yield to_device(batch, device)
+        return
+    ready, stop = queue.Queue(maxsize=1), threading.Event()
+    thread = threading.Thread(target=_prepare, args=(batches, device, ready, stop), name='device_batches',
+                              daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+_END = object()
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _prepare(batches, device, ready, stop):
+    """device_batches' thread: to_device each batch into `ready` until the batches end (then _END), an
+    error (then the error) or `stop`."""
+    try:
+        if device.type == 'cuda':
+            torch.cuda.set_device(device)  # the current device is per thread
+        for batch in batches:
+            if stop.is_set() or not _put(ready, to_device(batch, device), stop):
+                return
+        _put(ready, _END, stop)
+    except BaseException as e:  # handed to the training thread, which raises it
+        _put(ready, e, stop)
+
+
+def _put(ready, item, stop):
+    """Put item into ready unless stop is set first -> whether it was put."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            pass
+    return False

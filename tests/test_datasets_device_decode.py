@@ -1,12 +1,14 @@
 """--gpu_decode: undecoded pairs decoded and cropped on the device (here the CPU) match the CPU path."""
 import os
 import shutil
+import threading
+import time
 
 import cv2
 import pytest
 import torch
 
-from datasets import EncodedPairs, to_device
+from datasets import EncodedPairs, device_batches, to_device
 from datasets.frames import FrameSource, frame_name, read_manifest, write_manifest
 from datasets.pairs import PairDataset
 from datasets.synthetic import coordinate_frame
@@ -258,3 +260,61 @@ def test_the_check_before_training_takes_the_encoded_path(frames_root, tmp_path)
     dataset(str(root), False).check()  # decoding alone does not look at the manifest's size
     with pytest.raises(ValueError, match=r"none of the 3 files is readable \(first: .*but the manifest says"):
         dataset(str(root), True).check()
+
+
+def _encoded_batches(root, n):
+    enc = dataset(root, True)
+    return [enc.collate([enc[(e, i)] for i in range(len(SIZES))]) for e in range(n)]
+
+
+def test_device_batches_in_a_thread_yield_what_to_device_gives_in_order(frames_root):
+    batches = _encoded_batches(frames_root, 3)
+    made_in = []
+
+    def loader():
+        for b in batches:
+            made_in.append(threading.current_thread().name)
+            yield b
+
+    out = list(device_batches(loader(), "cpu", threaded=True))
+    ref = [to_device(b, "cpu") for b in batches]
+    assert len(out) == 3 and made_in == ["device_batches"] * 3
+    for (frames, skipped), (ref_frames, ref_skipped) in zip(out, ref):
+        assert torch.equal(frames, ref_frames) and torch.equal(skipped, ref_skipped)
+    # by default, not on the CPU: the training thread prepares each batch itself
+    made_in.clear()
+    assert len(list(device_batches(loader(), "cpu"))) == 3 and made_in == [threading.current_thread().name] * 3
+
+
+def test_an_error_in_the_thread_is_raised_in_the_training_thread(frames_root):
+    batches = _encoded_batches(frames_root, 2)
+
+    def loader():
+        yield from batches
+        raise OSError("frames/video_9/000001.jpg: unreadable")
+
+    prepared = device_batches(loader(), "cpu", threaded=True)
+    assert len([next(prepared), next(prepared)]) == 2
+    with pytest.raises(OSError, match="video_9/000001.jpg: unreadable"):
+        next(prepared)
+
+
+def test_closing_device_batches_stops_its_thread_before_returning(frames_root):
+    batch = _encoded_batches(frames_root, 1)[0]
+    taken = []
+
+    def endless():
+        while True:
+            taken.append(1)
+            yield batch
+
+    prepared = device_batches(endless(), "cpu", threaded=True)
+    next(prepared)
+    next(prepared)
+    prepared.close()
+    assert not any(t.name == "device_batches" for t in threading.enumerate())
+    # the thread runs at most one batch ahead of the one queued: nothing is drawn after close
+    assert len(taken) <= 4
+    n = len(taken)
+    time.sleep(0.3)
+    assert len(taken) == n
