@@ -318,3 +318,20 @@ def test_closing_device_batches_stops_its_thread_before_returning(frames_root):
     n = len(taken)
     time.sleep(0.3)
     assert len(taken) == n
+
+
+def test_a_persistent_worker_loader_stopped_early_serves_the_next_epoch_whole(frames_root):
+    """An epoch stopped early closes its thread before the next epoch's iterator (the same persistent
+    workers) is made: the next epoch gets every batch, in order."""
+    enc = dataset(frames_root, True)
+    items = [(0, i % len(SIZES)) for i in range(12)]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(enc, items), batch_size=3, num_workers=1,
+                                         persistent_workers=True, collate_fn=enc.collate)
+    first = device_batches(loader, "cpu", threaded=True)
+    next(first)
+    first.close()
+    out = list(device_batches(loader, "cpu", threaded=True))
+    ref = [to_device(enc.collate([enc[key] for key in items[i:i + 3]]), "cpu") for i in range(0, 12, 3)]
+    assert len(out) == len(ref) == 4
+    for (frames, _), (ref_frames, _) in zip(out, ref):
+        assert torch.equal(frames, ref_frames)
