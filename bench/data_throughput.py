@@ -96,44 +96,63 @@ def extract(src, dst):
     return dst
 
 
-def prepare_demo(work):
-    """Demo clips, their extracted frames, and stills of them as an image folder."""
-    videos = os.path.join(work, 'demo_videos')
-    os.makedirs(videos, exist_ok=True)
-    for p in demo_video_paths():
-        if not os.path.exists(os.path.join(videos, os.path.basename(p))):
-            os.symlink(p, os.path.join(videos, os.path.basename(p)))
-    images = os.path.join(work, 'demo_images', 'stills')
-    if not os.path.isdir(images):
-        os.makedirs(images)
+def demo_sources(work):
+    """{source name: a function making it}: the demo clips, their extracted frames, and stills of them as
+    an image folder; each source's files are written only when it is asked for."""
+    def videos():
+        path = os.path.join(work, 'demo_videos')
+        os.makedirs(path, exist_ok=True)
         for p in demo_video_paths():
-            cap = cv2.VideoCapture(p)
-            n = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                if n % 10 == 0:
-                    name = f'{os.path.splitext(os.path.basename(p))[0]}_{n:04d}.jpg'
-                    cv2.imwrite(os.path.join(images, name), frame)
-                n += 1
-            cap.release()
-    return dict(video=VideoSource.from_folder(videos),
-                frames=FrameSource(extract(videos, os.path.join(work, 'demo_frames'))),
-                crop=ImageSource(os.path.dirname(images)))
+            if not os.path.exists(os.path.join(path, os.path.basename(p))):
+                os.symlink(p, os.path.join(path, os.path.basename(p)))
+        return path
+
+    def stills():
+        images = os.path.join(work, 'demo_images', 'stills')
+        if not os.path.isdir(images):
+            os.makedirs(images)
+            for p in demo_video_paths():
+                write_stills(p, images, every=10)
+        return os.path.dirname(images)
+
+    return dict(video=lambda: VideoSource.from_folder(videos()),
+                frames=lambda: FrameSource(extract(videos(), os.path.join(work, 'demo_frames'))),
+                crop=lambda: ImageSource(stills()))
 
 
-def prepare_generated(work, args):
-    videos = os.path.join(work, 'gen_videos')
-    if not os.path.isdir(videos):
-        synthetic.make_video_folder(videos, args.gen_videos, args.gen_frames,
-                                    args.gen_size, ext='.mp4', content='texture')
-    images = os.path.join(work, 'gen_images')
-    if not os.path.isdir(images):
-        synthetic.make_image_folder(images, 64, args.image_size)
-    return dict(video=VideoSource.from_folder(videos),
-                frames=FrameSource(extract(videos, os.path.join(work, 'gen_frames'))),
-                crop=ImageSource(images))
+def write_stills(video, folder, every):
+    """Every `every`-th frame of video as a JPEG in folder."""
+    cap = cv2.VideoCapture(video)
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if n % every == 0:
+            cv2.imwrite(os.path.join(folder, f'{os.path.splitext(os.path.basename(video))[0]}_{n:04d}.jpg'), frame)
+        n += 1
+    cap.release()
+
+
+def generated_sources(work, args):
+    """{source name: a function making it}: textured videos (--gen_*), their extracted frames, and
+    ImageNet-sized images; each source's files are written only when it is asked for."""
+    def videos():
+        path = os.path.join(work, 'gen_videos')
+        if not os.path.isdir(path):
+            synthetic.make_video_folder(path, args.gen_videos, args.gen_frames, args.gen_size, ext='.mp4',
+                                        content='texture')
+        return path
+
+    def images():
+        path = os.path.join(work, 'gen_images')
+        if not os.path.isdir(path):
+            synthetic.make_image_folder(path, 64, args.image_size)
+        return path
+
+    return dict(video=lambda: VideoSource.from_folder(videos()),
+                frames=lambda: FrameSource(extract(videos(), os.path.join(work, 'gen_frames'))),
+                crop=lambda: ImageSource(images()))
 
 
 def time_loader(dataset, workers, args):
@@ -173,9 +192,9 @@ def main(args):
     cv2.setNumThreads(1)
     try:
         for set_name in args.sets:
-            sources = prepare_demo(work) if set_name == 'demo' else prepare_generated(work, args)
+            sources = demo_sources(work) if set_name == 'demo' else generated_sources(work, args)
             for source_name in args.sources:
-                source = sources[source_name]
+                source = sources[source_name]()
                 dataset = PairDataset(source, pretext='crop' if source_name == 'crop' else 'video',
                                       input_size=args.input_size,
                                       repeated_sampling=args.repeated_sampling, encoded=args.gpu_decode)

@@ -96,6 +96,7 @@ def test_data_throughput_times_the_undecoded_batches_of_gpu_decode(tmp_path, cap
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["workers"] for r in rows] == [0, 1] and not any(r["decoded"] for r in rows)
     assert all(r["pairs"] >= 8 and r["main_cpu_ms_per_batch"] > 0 for r in rows)
+    assert not (tmp_path / "gen_images").exists()  # only the sources asked for are written
     with pytest.raises(SystemExit):
         data_throughput.parse_args(["--gpu_decode"])  # the default sources include videos
     assert "--gpu_decode reads pre-extracted frames only: add --sources frames" in capsys.readouterr().err
