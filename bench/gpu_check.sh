@@ -3,7 +3,8 @@
 # sections run in the order named; each bench command has a ceiling (seconds) and is skipped, with a line in
 # stderr.txt, when less than that is left; one that runs past its ceiling is stopped and logged as such.
 #
-#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled levers residual (= residual_step, curve) nvjpeg
+#   bash bench/gpu_check.sh [SECTION ...]     sections: steps compiled tuned levers residual (= residual_step,
+#                                             curve) nvjpeg
 #                                             data (= loader, feed = feed_cpu, feed_gpu) models
 #                                             attention (= levers' kernel table alone)
 #                                             propagation (default: all, in that order; a lever's section needs
@@ -17,10 +18,11 @@
 #               only with a baseline run in the same call.
 # Smoke test on the CPU (tiny sizes, the same commands):  SMOKE=1 bash bench/gpu_check.sh
 # Left for issue 7 (sessions 5, 10 and 11 measured compiled, residual, curve, data, feed, autotune (dropped:
-# Triton's GEMM templates lost to cuBLAS) and attention on an H200): BUDGET=440 bash bench/gpu_check.sh compiled
-# feed_gpu (--gpu_decode since datasets.device_batches decodes the next batch in a thread; the compiled row with
-# the burst matmul ceiling) models (ViT-B/16 and ViT-S/8, eager, not timed since the patch embedding became one
-# matrix product): one call, about 320 s in session 11's times.
+# Triton's GEMM templates lost to cuBLAS) and attention on an H200):
+#   1. BUDGET=420 bash bench/gpu_check.sh compiled tuned (Inductor's coordinate-descent tuning of its
+#      element-wise and reduction kernels against the plain compiled step, both with the burst matmul ceiling)
+#   2. warm: BUDGET=330 ... feed_gpu models (--gpu_decode since datasets.device_batches decodes the next batch in
+#      a thread; ViT-B/16 and ViT-S/8, eager, not timed since the patch embedding became one matrix product)
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
@@ -70,6 +72,11 @@ read -r -a KEEP <<< "${KEEP:-}"  # levers kept after an earlier check (e.g. KEEP
 
 steps() { step 90 "${S16[@]}" --steps 30 --profile "$OUT/top_eager.txt"; }
 compiled() { step 200 "${S16[@]}" --steps 30 --compile --profile "$OUT/top_compiled.txt"; }
+tuned() {  # Inductor tunes the launch configuration of its own (LayerNorm, GELU, ...) kernels: a third of the
+           # step is memory-bound kernels running at about 65% of the memory bandwidth
+  TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 step 300 "${S16[@]}" --steps 30 --compile \
+      --profile "$OUT/top_compiled_tuned.txt"
+}
 levers() {  # attention kernels on the step's shapes; the step compiled with the fastest family
   FASTEST=$(py 60 bench/attention.py "${ATTN[@]}" | grep attention_per_step_ms \
             | python3 -c "import json,sys; print(json.loads(sys.stdin.read() or '{}').get('fastest') or 'auto')")
@@ -153,7 +160,7 @@ attention() {  # the kernel families on the step's shapes, no compile: MAE's dec
 }
 propagation() { py 100 bench/propagation.py "${PROP[@]}"; }
 
-for section in "${@:-steps compiled levers residual nvjpeg data models propagation}"; do
+for section in "${@:-steps compiled tuned levers residual nvjpeg data models propagation}"; do
   for s in $section; do "$s"; done
 done
 echo "gpu_check done in ${SECONDS}s"
