@@ -210,6 +210,8 @@ def device_batches(loader, device, threaded=None):
     thread is raised here; closing this generator (e.g. an epoch stopped early) stops the thread and waits
     for it, so that a persistent-worker loader is never iterated by two threads at once."""
     device = torch.device(device)
+    if device.type == 'cuda' and device.index is None:  # a new thread's current device is device 0
+        device = torch.device('cuda', torch.cuda.current_device())
     batches = iter(loader)
     if threaded is None:
         first = next(batches, None)
