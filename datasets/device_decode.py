@@ -6,6 +6,7 @@ draws, from the same generator, as the CPU path); the main process decodes the w
 (``torchvision.io.decode_jpeg``, batched with nvJPEG on CUDA) and crops, resizes and flips it with one
 ``roi_align`` per distinct frame size. On the CPU the same code runs, which is how it is tested.
 """
+import itertools
 import logging
 import queue
 import threading
@@ -218,7 +219,7 @@ def device_batches(loader, device, threaded=None):
         if first is None:
             return
         threaded = device.type == 'cuda' and isinstance(first[0], EncodedPairs)
-        batches = _chain(first, batches)
+        batches = itertools.chain([first], batches)
     if not threaded:
         for batch in batches:
             yield to_device(batch, device)
@@ -238,11 +239,6 @@ def device_batches(loader, device, threaded=None):
 
 
 _END = object()
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _prepare(batches, device, ready, stop):
