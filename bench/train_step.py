@@ -199,7 +199,7 @@ def kernel_times(rows, cuda):
     return {e.key: e.self_cpu_time_total for e in rows if e.key.startswith("aten::")}
 
 
-def costliest_ops(prof, cuda, top=20):
+def costliest_ops(prof, cuda, top=30):
     """The operators (aten::..., by input shapes) whose kernels took the most device time (CPU time on the
     CPU): names the eager operator behind a costly kernel, e.g. a reduction outside the compiled graph.
     -> [(name, input shapes, microseconds, calls)]."""
