@@ -20,10 +20,11 @@
 # Left for issue 7 (sessions 5, 10 and 11 measured compiled, residual, curve, data, feed, autotune (dropped:
 # Triton's GEMM templates lost to cuBLAS) and attention on an H200):
 #   (carry .inductor too once a call has brought its cache back, below)
-#   1. BUDGET=420 bash bench/gpu_check.sh compiled tuned (Inductor's coordinate-descent tuning of its
+#   1. BUDGET=460 bash bench/gpu_check.sh compiled tuned (Inductor's coordinate-descent tuning of its
 #      element-wise and reduction kernels against the plain compiled step, both with the burst matmul ceiling)
-#   2. warm: BUDGET=330 ... feed_gpu models (--gpu_decode since datasets.device_batches decodes the next batch in
-#      a thread; ViT-B/16 and ViT-S/8, eager, not timed since the patch embedding became one matrix product)
+#   2. warm: BUDGET=(budget_left_s - 50) ... feed_gpu models (--gpu_decode since datasets.device_batches decodes
+#      the next batch in a thread; ViT-B/16 and ViT-S/8, eager, not timed since the patch embedding became one
+#      matrix product)
 #
 # The machine has torch, torchvision, opencv, pillow, scipy and tensorboard, but timm 1.x: the carried
 # timm 0.4.12 wheel goes first on the path. Every figure is a JSON line in $OUT/gpu_check.jsonl; the
