@@ -125,7 +125,7 @@ def matmul_tflops(device, dtype, n=8192):
     samples of 5 products back to back (about a second) after 3 products: best is the fastest sample, the
     ceiling MFU is taken against (the issue's reference, 805 TFLOP/s on an H200, is such a burst);
     sustained the median of the second half. A GPU at its power limit lowers its clock under back-to-back
-    products: on an H200 (700 W) the first 45 ms of them ran at 775-792 TFLOP/s, the rest at 633-672."""
+    products: on an H200 (700 W) the first 35-65 ms of them ran at 775-792 TFLOP/s, the rest at 633-672."""
     cuda = device.type == "cuda"
     n = n if cuda else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
