@@ -115,9 +115,7 @@ def demo_sources(work):
                 write_stills(p, images, every=10)
         return os.path.dirname(images)
 
-    return dict(video=lambda: VideoSource.from_folder(videos()),
-                frames=lambda: FrameSource(extract(videos(), os.path.join(work, 'demo_frames'))),
-                crop=lambda: ImageSource(stills()))
+    return lazy_sources(videos, os.path.join(work, 'demo_frames'), stills)
 
 
 def write_stills(video, folder, every):
@@ -150,8 +148,14 @@ def generated_sources(work, args):
             synthetic.make_image_folder(path, 64, args.image_size)
         return path
 
+    return lazy_sources(videos, os.path.join(work, 'gen_frames'), images)
+
+
+def lazy_sources(videos, frames, images):
+    """{source name: a function making it} from functions that write (when needed) and return the video
+    folder and the image folder; frames: where the videos' frames are extracted."""
     return dict(video=lambda: VideoSource.from_folder(videos()),
-                frames=lambda: FrameSource(extract(videos(), os.path.join(work, 'gen_frames'))),
+                frames=lambda: FrameSource(extract(videos(), frames)),
                 crop=lambda: ImageSource(images()))
 
 

@@ -43,7 +43,7 @@ export PYTHONUNBUFFERED=1
 # cache): the end of the script packs it into $OUT; here, once it is back:  echo /.inductor/ >> .git/info/exclude;
 # mkdir -p .inductor; cp FILES_AT/inductor_cache.tgz .inductor/  and carry .inductor with .whl.
 export TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor_cache
-if [ -f .inductor/inductor_cache.tgz ]; then mkdir -p "$TORCHINDUCTOR_CACHE_DIR" && tar xzf .inductor/inductor_cache.tgz -C /tmp; fi
+if [ -f .inductor/inductor_cache.tgz ]; then tar xzf .inductor/inductor_cache.tgz -C /tmp; fi
 LOG="$OUT/gpu_check.jsonl"
 ERR="$OUT/stderr.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
