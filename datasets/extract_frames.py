@@ -44,7 +44,7 @@ def get_args_parser():
     parser = argparse.ArgumentParser('Extract frames for SiamMAE pre-training', add_help=True)
     parser.add_argument('--src', required=True, help='video folder (Kinetics layout) or .txt/.csv list')
     parser.add_argument('--dst', required=True, help='output folder of frame folders + manifest')
-    parser.add_argument('--short_side', default=256, type=bounded(1), help='resize so the short side is '
+    parser.add_argument('--short_side', default=256, type=bounded(0), help='resize so the short side is '
                         'at most this (0: keep size)')
     parser.add_argument('--fps', default=30.0, type=bounded(0, kind=float), help='at most this frame rate (0: keep all)')
     parser.add_argument('--min_seconds', default=3.0, type=bounded(0, kind=float), help='skip shorter videos')

@@ -146,3 +146,15 @@ def test_a_folder_finished_before_records_existed_is_measured_again(tmp_path):
         os.remove(os.path.join(dst, rel, extract_frames.RECORD_NAME))
     assert run(src, dst)['done'] == 2
     assert read_manifest(os.path.join(dst, 'manifest.csv')) == rows
+
+
+def test_short_side_zero_keeps_the_frames_size_and_a_negative_one_is_refused(tmp_path, capsys):
+    src, dst = str(tmp_path / 'videos'), str(tmp_path / 'frames')
+    write_test_video(os.path.join(src, 'walk', 'a.avi'), 100, size=(48, 64), fps=25)
+    run(src, dst, '--short_side', '0')
+    (row,) = read_manifest(os.path.join(dst, 'manifest.csv'))
+    assert (row['height'], row['width']) == (48, 64)
+    assert cv2.imread(os.path.join(dst, 'walk', 'a', frame_name(0))).shape[:2] == (48, 64)
+    with pytest.raises(SystemExit):
+        run(src, str(tmp_path / 'other'), '--short_side', '-1')
+    assert 'argument --short_side: must be at least 0, got -1' in capsys.readouterr().err
